@@ -1,0 +1,221 @@
+"""The ``sepnms`` command: one subcommand per pipeline stage.  It only parses and calls the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sepnms.errors import SepNMSError
+
+log = logging.getLogger("sepnms")
+
+
+def _config_args(p: argparse.ArgumentParser, default: str = "paper") -> None:
+    p.add_argument("--config", "-c", default=default,
+                   help=f"a config YAML file or a preset name (paper, demo); default {default}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _cfg(args):
+    from sepnms.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _shard(text: Optional[str]) -> tuple[int, int]:
+    """``i/n`` -> (i, n); or from torchrun's RANK / WORLD_SIZE; default (0, 1)."""
+    if text:
+        try:
+            i, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise SepNMSError(f"--shard must look like i/n (e.g. 0/4), not {text!r}") from None
+        if not 0 <= i < n:
+            raise SepNMSError(f"--shard {text}: need 0 <= i < n")
+        return i, n
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return 0, 1
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---------------------------------------------------------------------------------------
+# subcommands
+
+
+def cmd_world(args) -> None:
+    from sepnms.config import load_config
+    from sepnms.data.world import generate_world
+
+    cfg = load_config(args.config, args.overrides)
+    summary = generate_world(Path(args.out), cfg, args.seed, progress=not args.quiet)
+    _print(summary)
+    print(f"world written to {args.out}; next: sepnms prepare --config {Path(args.out) / 'config.yaml'}")
+
+
+def cmd_prepare(args) -> None:
+    from sepnms.engine.prepare import prepare
+
+    _print(prepare(_cfg(args), overwrite=args.overwrite, progress=not args.quiet))
+
+
+def cmd_encode_text(args) -> None:
+    from sepnms.engine.encode_text import encode_text
+
+    _print(encode_text(_cfg(args), overwrite=args.overwrite, progress=not args.quiet))
+
+
+def cmd_train(args) -> None:
+    from sepnms.engine.train import train
+
+    cfg = _cfg(args)
+    summary = train(cfg, args.model, resume=not args.no_resume, progress=not args.quiet)
+    summary.pop("history", None)
+    _print(summary)
+
+
+def cmd_propose(args) -> None:
+    from sepnms.engine.propose import propose
+
+    paths = propose(_cfg(args), args.model, args.splits, progress=not args.quiet, reference=args.reference)
+    _print({k: str(v) for k, v in paths.items()})
+
+
+def cmd_fuse(args) -> None:
+    from sepnms.engine.evaluate import Method, fuse
+
+    cfg = _cfg(args)
+    rule = args.rule or cfg.fusion.rule
+    method = Method(args.name or f"{args.model}_{rule}", args.model, rule)
+    _print({k: str(v) for k, v in fuse(cfg, method, args.splits).items()})
+
+
+def cmd_evaluate(args) -> None:
+    from sepnms.engine.evaluate import evaluate
+
+    _print(evaluate(_cfg(args), args.methods, progress=not args.quiet))
+
+
+def cmd_export(args) -> None:
+    from sepnms.engine.evaluate import export
+
+    _print([str(p) for p in export(_cfg(args), args.method, args.splits, args.top_n, args.tag)])
+
+
+def cmd_downstream(args) -> None:
+    from sepnms.data.refdb import load_refdb
+    from sepnms.evaluation.downstream import downstream_accuracy, load_predictions
+
+    cfg = _cfg(args)
+    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    exprs = refdb.split(args.split)
+    gt = {int(e["sent_id"]): [e["gt_box"][0], e["gt_box"][1], e["gt_box"][2] - e["gt_box"][0], e["gt_box"][3] - e["gt_box"][1]]
+          for e in exprs}
+    acc = downstream_accuracy(load_predictions(args.predictions), gt, len(exprs))
+    _print({"split": args.split, "expressions": len(exprs), "accuracy": acc})
+
+
+def cmd_demo(args) -> None:
+    from sepnms.engine.demo import run_demo
+
+    metrics = run_demo(Path(args.workdir), args.seed, args.overrides, progress=not args.quiet)
+    _print(metrics)
+    print(f"report: {Path(args.workdir) / 'report.md'}")
+
+
+def cmd_config(args) -> None:
+    print(_cfg(args).to_yaml())
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sepnms",
+        description="Sep-NMS: expression-aware proposals for two-stage referring expression comprehension.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable, help_: str, default_cfg: str = "paper") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        _config_args(p, default_cfg)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("world", cmd_world, "write the embedded synthetic world (real formats) and its config.yaml", "demo")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed)")
+
+    p = add("prepare", cmd_prepare, "refer + detector output + GloVe -> vocab, refdb, candidates, GloVe ctxdb")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs of a different configuration")
+
+    p = add("encode-text", cmd_encode_text, "cache one BERT sentence vector per expression")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("train", cmd_train, "train Sep-NMS (or the Ref-NMS baseline); resumes from last.pt")
+    p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="default: train.model")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
+
+    p = add("propose", cmd_propose, "score every candidate of every expression with all branches")
+    p.add_argument("--model", choices=["sepnms", "refnms"], default=None)
+    p.add_argument("--splits", nargs="+", default=None, help="default: evaluate.splits")
+    p.add_argument("--reference", action="store_true", help="slow per-expression path (for checking)")
+
+    p = add("fuse", cmd_fuse, "apply a fusion rule + class-wise NMS to scored candidates (no network)")
+    p.add_argument("--model", default="sepnms", help="whose scored table (sepnms, refnms, sepnms_clipctx)")
+    p.add_argument("--rule", choices=["det", "refnms", "sep", "sep+clip"], default=None, help="default: fusion.rule")
+    p.add_argument("--name", default=None, help="method name (default <model>_<rule>)")
+    p.add_argument("--splits", nargs="+", default=None)
+
+    p = add("evaluate", cmd_evaluate, "hit rate / context recall / top-1 at matched proposals; sweeps and plots")
+    p.add_argument("--methods", nargs="+", default=None, help="fused method names (default: all in <workdir>/fused)")
+
+    p = add("export", cmd_export, "write the MAttNet-style detection JSON of a method")
+    p.add_argument("--method", required=True)
+    p.add_argument("--splits", nargs="+", default=None)
+    p.add_argument("--top-n", type=int, default=None)
+    p.add_argument("--tag", default="sepnms")
+
+    p = add("downstream", cmd_downstream, "accuracy of a second stage's predictions (MAttNet convention)")
+    p.add_argument("--predictions", required=True, help="JSON list of {sent_id, box: [x, y, w, h]}")
+    p.add_argument("--split", required=True)
+
+    p = add("demo", cmd_demo, "run the whole method on the embedded world and write report.md", "demo")
+    p.add_argument("--workdir", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--seed", type=int, default=0)
+
+    add("config", cmd_config, "print the resolved config")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except SepNMSError as exc:
+        if args.verbose:
+            raise
+        print(f"sepnms {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sepnms {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

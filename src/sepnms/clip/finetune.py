@@ -1,0 +1,306 @@
+"""``sepnms clip-finetune``: fine-tune the CLIP-dagger heads on COCO captions (GR-GAN's ITM recipe,
+METHOD.md "CLIP-dagger").
+
+- Data: a COCO captions file ``{"images": [{id, file_name}], "annotations": [{image_id, caption}]}``
+  (``paths.captions``), images in ``paths.captions_images_dir``.  One item per image; each time an
+  image is drawn, one of its captions is picked at random (as AttnGAN / GR-GAN do).
+- Images: Resize(``clip.resize``, shorter side) -> RandomCrop(``clip.crop``) -> RandomHorizontalFlip
+  -> ToTensor -> Normalize(0.5, 0.5) -> bilinear resize to ``clip.image_size``.
+- Loss: DAMSM sentence + word loss (both directions), gammas from the config.
+- Optimiser: Adam(``clip.lr``, ``clip.betas``) over the trainable parameters; the learning rate is
+  multiplied by ``clip.lr_decay`` after each epoch while it is above ``clip.lr_min``.  (The released
+  code re-creates Adam each epoch, resetting its moments; one optimiser is kept here.)
+- ``clip.epochs`` epochs of ``N // clip.batch_size`` batches (drop_last), capped by ``clip.max_steps``.
+
+Every random choice (epoch order, caption, crop, flip) is a function of (seed, epoch, index), so a
+run interrupted and resumed from ``<workdir>/clip/last.pt`` reaches the same weights as an
+uninterrupted one.  Outputs: the heads (``paths.clip_heads`` or ``<workdir>/clip/heads.pt``), the
+full state beside them when the backbone was trained (or has no checkpoint file), TensorBoard
+scalars in ``<workdir>/clip/tb``, ``finetune_summary.json`` and the stage manifest.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from sepnms.clip.losses import sentence_loss, word_loss
+from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name, tokenize
+from sepnms.config import ClipConfig, Config
+from sepnms.engine.workdir import STAGE_SECTIONS, check_stage, write_manifest
+from sepnms.errors import InputError, OutputExistsError
+from sepnms.io.atomic import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CKPT_FORMAT = "sepnms-clip-finetune"
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+def load_captions(path: str | Path, images_dir: str | Path, check_files: bool = True) -> list[tuple[Path, list[str]]]:
+    """(image path, captions) for every image of a COCO captions file that has a caption, by image id."""
+    path, images_dir = Path(path), Path(images_dir)
+    if not path.is_file():
+        raise InputError(path, "captions file not found (paths.captions)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise InputError(path, "expected a COCO captions object with 'images' and 'annotations' lists")
+    files: dict[int, str] = {}
+    for img in data["images"]:
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            raise InputError(path, f"an image entry lacks 'id' or 'file_name': {str(img)[:100]}")
+        files[int(img["id"])] = str(img["file_name"])
+    caps: dict[int, list[str]] = {}
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
+            raise InputError(path, f"an annotation lacks 'image_id' or 'caption': {str(ann)[:100]}")
+        iid = int(ann["image_id"])
+        if iid not in files:
+            raise InputError(path, f"caption of image_id {iid}, which is not in 'images'")
+        caps.setdefault(iid, []).append(str(ann["caption"]).strip())
+    items = [(images_dir / files[iid], caps[iid]) for iid in sorted(caps)]
+    if not items:
+        raise InputError(path, "no image has a caption")
+    if check_files:
+        missing = [p for p, _ in items if not p.is_file()]
+        if missing:
+            raise InputError(missing[0], f"image not found ({len(missing)} of {len(items)} captioned images "
+                                         f"missing from {images_dir}; check paths.captions_images_dir)")
+    return items
+
+
+class CaptionImages(Dataset):
+    """Item ``epoch * N + i`` -> (image [3, S, S], tokens [L]) of image ``i``, with the random
+    caption / crop / flip of that (seed, epoch, i)."""
+
+    def __init__(self, items: list[tuple[Path, list[str]]], c: ClipConfig, context_length: int, seed: int):
+        self.items, self.c, self.context_length, self.seed = items, c, context_length, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def transform(self, image: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        c = self.c
+        image = TF.resize(image, c.resize)  # shorter side -> resize (bilinear), as transforms.Resize(int)
+        w, h = image.size
+        top = int(rng.integers(0, h - c.crop + 1))
+        left = int(rng.integers(0, w - c.crop + 1))
+        image = image.crop((left, top, left + c.crop, top + c.crop))
+        if rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        x = TF.to_tensor(image)
+        x = TF.normalize(x, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+        return F.interpolate(x[None], size=(c.image_size, c.image_size), mode="bilinear", align_corners=False)[0]
+
+    def __getitem__(self, gidx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.items)
+        epoch, i = divmod(int(gidx), n)
+        rng = np.random.default_rng([self.seed, epoch, i])
+        path, captions = self.items[i]
+        caption = captions[int(rng.integers(len(captions)))]
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(path, f"not a readable image ({type(exc).__name__}: {str(exc)[:200]})") from None
+        return self.transform(image, rng), tokenize([caption], self.context_length)[0]
+
+
+class EpochOrder(Sampler[list[int]]):
+    """Batches (drop_last) of item indices ``epoch * N + i``; epoch ``e``'s order is a permutation
+    seeded by (seed, e); starts at (start_epoch, start_batch)."""
+
+    def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start_epoch: int = 0, start_batch: int = 0):
+        self.n, self.bs, self.epochs, self.seed = n, batch_size, epochs, seed
+        self.start_epoch, self.start_batch = start_epoch, start_batch
+
+    def batches_per_epoch(self) -> int:
+        return self.n // self.bs
+
+    def __iter__(self) -> Iterator[list[int]]:
+        nb = self.batches_per_epoch()
+        for epoch in range(self.start_epoch, self.epochs):
+            perm = np.random.default_rng([self.seed, 1 << 20, epoch]).permutation(self.n)
+            for b in range(self.start_batch if epoch == self.start_epoch else 0, nb):
+                yield [epoch * self.n + int(i) for i in perm[b * self.bs:(b + 1) * self.bs]]
+
+    def __len__(self) -> int:
+        return max(self.batches_per_epoch() * (self.epochs - self.start_epoch) - self.start_batch, 0)
+
+
+def lr_at_epoch(c: ClipConfig, epoch: int) -> float:
+    """``clip.lr`` times ``clip.lr_decay`` once per finished epoch while above ``clip.lr_min``."""
+    lr = c.lr
+    for _ in range(epoch):
+        if lr > c.lr_min:
+            lr *= c.lr_decay
+    return lr
+
+
+# ---------------------------------------------------------------------------------------
+# the stage
+
+
+def batch_losses(dagger: CLIPDagger, images: torch.Tensor, tokens: torch.Tensor, c: ClipConfig
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sentence loss, word loss) of one batch."""
+    img_code, regions = dagger.encode_image(images)
+    sent_code, words, lengths = dagger.encode_text(tokens)
+    s = sentence_loss(img_code.float(), sent_code.float(), c.gamma3)
+    w = word_loss(regions.float(), words.float(), lengths, c.gamma1, c.gamma2, c.gamma3)
+    return s, w
+
+
+def _load_last(path: Path, fingerprint: str) -> dict[str, Any]:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(path, f"not a loadable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+                               "delete it or pass --overwrite") from None
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise InputError(path, "not a clip-finetune checkpoint; delete it or pass --overwrite")
+    if ck.get("fingerprint") != fingerprint:
+        raise OutputExistsError(f"{path} is a clip-finetune checkpoint of another configuration "
+                                f"(fingerprint {ck.get('fingerprint')}, now {fingerprint}); pass --overwrite "
+                                "to start again")
+    return ck
+
+
+def clip_finetune(cfg: Config, overwrite: bool = False, progress: bool = True,
+                  stop_after_steps: Optional[int] = None) -> dict[str, Any]:
+    """Fine-tune CLIP-dagger; returns a summary.  Resumes from ``<workdir>/clip/last.pt`` when present
+    (``overwrite`` starts again).  ``stop_after_steps`` stops after that many steps in this call (as an
+    interruption would) - for tests of resuming."""
+    c = cfg.clip
+    sections = STAGE_SECTIONS["clip"]
+    fingerprint = cfg.fingerprint(*sections)
+    folder = check_stage(cfg, "clip", overwrite=overwrite)
+    last = folder / "last.pt"
+    heads_path = default_heads_path(cfg)
+    if overwrite:
+        last.unlink(missing_ok=True)
+    captions_path = cfg.need_path("captions")
+    items = load_captions(captions_path, cfg.need_path("captions_images_dir"))
+    device = cfg.device
+
+    dagger = build_dagger(cfg, seed=cfg.seed).to(device)
+    params = dagger.trainable_parameters()
+    optimizer = torch.optim.Adam(params, lr=c.lr, betas=tuple(c.betas))
+    state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "epoch_loss": 0.0, "epoch_sentence": 0.0,
+                             "epoch_word": 0.0, "history": []}
+    if last.is_file():
+        ck = _load_last(last, fingerprint)
+        missing, unexpected = dagger.load_state_dict(ck["model"], strict=False)
+        trainable = set(dagger.trainable_state_dict())
+        if unexpected or any(k in trainable for k in missing):
+            raise InputError(last, "checkpoint does not fit the model; delete it or pass --overwrite")
+        optimizer.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        log.info("resumed %s at step %d", last, state["step"])
+
+    sampler = EpochOrder(len(items), c.batch_size, c.epochs, cfg.seed, state["epoch"], state["batch"])
+    nb = sampler.batches_per_epoch()
+    if nb == 0:
+        raise InputError(captions_path, f"{len(items)} captioned images, fewer than one batch of "
+                                        f"clip.batch_size={c.batch_size}")
+    total_steps = nb * c.epochs
+    if c.max_steps is not None:
+        total_steps = min(total_steps, c.max_steps)
+    dataset = CaptionImages(items, c, dagger.context_length, cfg.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.train.num_workers,
+                        pin_memory=device.startswith("cuda"))
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(folder / "tb"), purge_step=state["step"])
+
+    def save_last() -> None:
+        with atomic_path(last) as tmp:
+            torch.save({"format": CKPT_FORMAT, "version": 1, "fingerprint": fingerprint,
+                        "model": {k: v.detach().cpu() for k, v in dagger.trainable_state_dict().items()},
+                        "optimizer": optimizer.state_dict(), "state": state}, tmp)
+
+    amp = cfg.train.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    dagger.train()
+    bar = tqdm(total=total_steps, initial=min(state["step"], total_steps), desc="clip-finetune", disable=not progress)
+    steps_this_call = 0
+    t0 = time.perf_counter()
+    interrupted = False
+    for images, tokens in loader:
+        if state["step"] >= total_steps:
+            break
+        lr = lr_at_epoch(c, state["epoch"])
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        images = images.to(device, non_blocking=True)
+        tokens = tokens.to(device, non_blocking=True)
+        with torch.autocast("cuda", enabled=amp):
+            s_loss, w_loss = batch_losses(dagger, images, tokens, c)
+            loss = s_loss + w_loss
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        state["step"] += 1
+        state["batch"] += 1
+        loss_v, s_v, w_v = float(loss.detach()), float(s_loss.detach()), float(w_loss.detach())
+        state["epoch_loss"] += loss_v
+        state["epoch_sentence"] += s_v
+        state["epoch_word"] += w_v
+        writer.add_scalar("train/loss", loss_v, state["step"])
+        writer.add_scalar("train/sentence_loss", s_v, state["step"])
+        writer.add_scalar("train/word_loss", w_v, state["step"])
+        writer.add_scalar("train/lr", lr, state["step"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_v:.3f}", epoch=state["epoch"])
+        end_of_epoch = state["batch"] >= nb
+        if end_of_epoch or state["step"] >= total_steps:
+            k = state["batch"]
+            state["history"].append({"epoch": state["epoch"], "step": state["step"], "lr": lr, "batches": k,
+                                     "loss": state["epoch_loss"] / k, "sentence_loss": state["epoch_sentence"] / k,
+                                     "word_loss": state["epoch_word"] / k})
+            writer.add_scalar("epoch/loss", state["epoch_loss"] / k, state["epoch"])
+        if end_of_epoch:
+            state.update(epoch=state["epoch"] + 1, batch=0, epoch_loss=0.0, epoch_sentence=0.0, epoch_word=0.0)
+        steps_this_call += 1
+        if end_of_epoch or state["step"] % max(cfg.train.checkpoint_every, 1) == 0:
+            save_last()
+        if stop_after_steps is not None and steps_this_call >= stop_after_steps and state["step"] < total_steps:
+            interrupted = True
+            break
+    bar.close()
+    save_last()
+    writer.close()
+    if interrupted:
+        return {"interrupted": True, "step": state["step"]}
+
+    save_full = (not dagger.frozen) or dagger.info.get("checkpoint") is None
+    full_name = full_state_name(heads_path) if save_full else None
+    if save_full:
+        dagger.save_full(heads_path.parent / full_name)
+    dagger.save_heads(heads_path, full_state=full_name)
+    summary = {"steps": state["step"], "epochs_done": state["epoch"], "images": len(items),
+               "batches_per_epoch": nb, "heads": str(heads_path),
+               "full_state": str(heads_path.parent / full_name) if full_name else None,
+               "final_loss": state["history"][-1]["loss"] if state["history"] else None,
+               "history": state["history"], "seconds_this_call": time.perf_counter() - t0}
+    atomic_write_json(folder / "finetune_summary.json", summary, indent=2)
+    write_manifest(cfg, "clip", folder, extra={"heads": str(heads_path), "steps": state["step"]})
+    return summary

@@ -1,0 +1,382 @@
+"""Typed, validated configuration.
+
+A config is a YAML file (or a preset name, ``paper`` or ``demo``) plus ``--set key=value``
+overrides.  Every path and hyperparameter the pipeline uses lives here; nothing is a constant
+buried in code.  Unknown keys are refused with the nearest valid key suggested.
+
+Relative paths in a config file are resolved against the directory of that file, so a world
+directory (which carries its own ``config.yaml``) can be moved as a whole.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sepnms.errors import ConfigError
+
+PRESETS = ("paper", "demo")
+DATASET_SPLIT_BYS = {"refcoco": ("unc", "google"), "refcoco+": ("unc",), "refcocog": ("umd", "google")}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(_Section):
+    """Input files.  ``None`` means "not supplied"; a stage that needs it says so."""
+
+    refer_root: Optional[Path] = None
+    """``<refer_root>/<dataset>/refs(<split_by>).p`` and ``instances.json``."""
+    images_dir: Optional[Path] = None
+    """Folder of the COCO train2014 images (``COCO_train2014_%012d.jpg``); default
+    ``<refer_root>/images/mscoco/images/train2014``."""
+    rpn_boxes: Optional[Path] = None
+    rpn_box_scores: Optional[Path] = None
+    head_feats_dir: Optional[Path] = None
+    data_json: Optional[Path] = None
+    glove: Optional[Path] = None
+    """GloVe vectors: a text file (``word v1 ... vD`` per line) or a ``.npy`` matrix with a
+    word list beside it (see ``sepnms.io.glove``)."""
+    text_encoder: Optional[Path] = None
+    """A BERT-family model folder loadable by ``transformers`` ``from_pretrained``."""
+    maskrcnn_checkpoint: Optional[Path] = None
+    """MAttNet's Mask R-CNN checkpoint; its ``resnet.layer4.*`` tensors initialise the head."""
+    clip_checkpoint: Optional[Path] = None
+    """OpenAI-layout CLIP checkpoint (``RN101.pt``) or open_clip state dict."""
+    clip_heads: Optional[Path] = None
+    """CLIP-dagger heads; default ``<workdir>/clip/heads.pt``."""
+    captions: Optional[Path] = None
+    """COCO-format captions file for CLIP-dagger fine-tuning."""
+    captions_images_dir: Optional[Path] = None
+
+
+class PrepareConfig(_Section):
+    class_prob_threshold: float = 0.05
+    threshold_step: float = 0.005
+    min_candidates_train: int = 32
+    min_candidates_test: int = 1
+    vocab_min_count: int = 2
+    spacy_model: str = "en_core_web_sm"
+    noun_pos: list[str] = Field(default_factory=lambda: ["NOUN", "NUM", "PRON", "PROPN"])
+    glove_sim_threshold: float = 0.4
+    referent_iou: float = 0.9
+
+
+class ModelConfig(_Section):
+    feat_channels: int = 1024
+    feat_stride: int = 16
+    pooling: Literal["crop", "roi_align"] = "crop"
+    pool_size: int = 7
+    head_mid_channels: int = 512
+    head_out_channels: int = 2048
+    head_blocks: int = 3
+    word_dim: int = 300
+    gru_hidden: int = 256
+    hidden_dim: int = 1024
+    embed_dim: int = 512
+    text_dim: int = 768
+    attn_dropout: float = 0.5
+    score_dropout: float = 0.5
+    text_dropout: float = 0.1
+    temperature: float = 0.06
+    bn_xavier_init: bool = False
+    """Parity flag: the released code Xavier-initialises BatchNorm scales too."""
+
+
+class TextConfig(_Section):
+    max_length: int = 10
+    pooling: Literal["mean_all", "masked_mean"] = "mean_all"
+    batch_size: int = 64
+    build_tiny_encoder: bool = False
+    """Demo only: build a small random BERT-family encoder in the workdir when no
+    ``paths.text_encoder`` is given (no pretrained BERT can be downloaded here)."""
+    tiny_hidden: int = 64
+    tiny_layers: int = 2
+    tiny_heads: int = 2
+
+
+class TrainConfig(_Section):
+    model: Literal["sepnms", "refnms"] = "sepnms"
+    ctx_source: Literal["glove", "clip"] = "glove"
+    rois_per_expression: int = 32
+    max_referent: int = 4
+    max_positive: int = 21
+    pos_iou: float = 0.5
+    max_tokens: int = 10
+    batch_size: int = 32
+    epochs: int = 5
+    max_steps: Optional[int] = None
+    lr_head: float = 2e-4
+    lr_new: float = 5e-4
+    lr_gru: float = 5e-4
+    weight_decay: float = 1e-3
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    min_lr_ratio: float = 0.01
+    eval_every: int = 1000
+    checkpoint_every: int = 200
+    num_workers: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
+    val_max_expressions: Optional[int] = None
+    amp: bool = False
+
+
+class FusionConfig(_Section):
+    rule: Literal["det", "refnms", "sep", "sep+clip"] = "sep"
+    k: float = 2.0
+    ref_cut: float = 0.03
+    nms_iou: float = 0.3
+
+
+class EvaluateConfig(_Section):
+    splits: list[str] = Field(default_factory=lambda: ["val", "testA", "testB"])
+    target_proposals: float = 9.0
+    """The conf of every method is chosen so that about this many proposals per expression
+    remain (the paper keeps about 8-10)."""
+    conf_grid_size: int = 200
+    hit_iou: float = 0.5
+    top_n_export: int = 10
+
+
+class ClipConfig(_Section):
+    arch: str = "RN101"
+    """open_clip model name, or ``tiny`` (a small ModifiedResNet CLIP built from ``tiny_*``)."""
+    embed_dim: int = 512
+    layer3_channels: int = 1024
+    image_size: int = 224
+    freeze_backbone: bool = True
+    gamma1: float = 4.0
+    gamma2: float = 5.0
+    gamma3: float = 10.0
+    batch_size: int = 48
+    epochs: int = 150
+    lr: float = 2e-4
+    lr_decay: float = 0.98
+    lr_min: float = 2e-5
+    betas: tuple[float, float] = (0.5, 0.999)
+    resize: int = 355
+    crop: int = 299
+    ctx_threshold: float = 0.08
+    score_scale: float = 10.0
+    referent_iou: float = 0.9
+    bgr_parity: bool = False
+    """Parity flag: the released code feeds BGR crops to CLIP by mistake."""
+    score_proposals: bool = False
+    """Make ``propose`` score every candidate crop with CLIP-dagger (needed by ``sep+clip``)."""
+    max_steps: Optional[int] = None
+    tiny_width: int = 16
+    tiny_layers: tuple[int, int, int, int] = (1, 1, 1, 1)
+    tiny_text_width: int = 64
+    tiny_text_layers: int = 2
+    tiny_text_heads: int = 2
+    tiny_context_length: int = 32
+    tiny_vocab_size: int = 49408
+
+
+class WorldConfig(_Section):
+    n_images: int = 160
+    image_size: int = 256
+    min_objects: int = 4
+    max_objects: int = 7
+    sentences_per_ref: int = 2
+    n_proposals: int = 60
+    split_fractions: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.6, "val": 0.14, "testA": 0.13, "testB": 0.13}
+    )
+    image_format: Literal["jpg", "png"] = "jpg"
+
+
+class Config(_Section):
+    preset: Literal["paper", "demo"] = "paper"
+    dataset: Literal["refcoco", "refcoco+", "refcocog"] = "refcoco"
+    split_by: str = "unc"
+    workdir: Path = Path("work")
+    seed: int = 0
+    device: str = "cpu"
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    world: WorldConfig = Field(default_factory=WorldConfig)
+
+    @model_validator(mode="after")
+    def _check_dataset(self) -> "Config":
+        valid = DATASET_SPLIT_BYS[self.dataset]
+        if self.split_by not in valid:
+            raise ValueError(
+                f"split_by {self.split_by!r} is not valid for dataset {self.dataset!r}; "
+                f"choose one of {list(valid)}"
+            )
+        return self
+
+    # -- derived values -------------------------------------------------------------
+    @property
+    def dataset_tag(self) -> str:
+        """``refcoco_unc``-style tag used in file names."""
+        return f"{self.dataset}_{self.split_by}"
+
+    def refs_path(self) -> Path:
+        return self._need("refer_root") / self.dataset / f"refs({self.split_by}).p"
+
+    def instances_path(self) -> Path:
+        return self._need("refer_root") / self.dataset / "instances.json"
+
+    def images_dir(self) -> Path:
+        if self.paths.images_dir is not None:
+            return self.paths.images_dir
+        return self._need("refer_root") / "images" / "mscoco" / "images" / "train2014"
+
+    def _need(self, key: str) -> Path:
+        value = getattr(self.paths, key)
+        if value is None:
+            raise ConfigError(f"config key paths.{key} is not set; this stage needs it")
+        return value
+
+    def need_path(self, key: str) -> Path:
+        """The value of ``paths.<key>``, or a ConfigError naming the key."""
+        return self._need(key)
+
+    def fingerprint(self, *sections: str) -> str:
+        """A short hash of the given sections (all if none), to detect stale outputs."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {s: data[s] for s in sections}
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------
+# loading
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+    text = resources.files("sepnms.presets").joinpath(f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        full = f"{prefix}{name}"
+        keys.append(full)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, full + "."))
+    return keys
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, _valid_keys(Config), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  unknown key {loc!r}{_suggest(loc)}")
+        else:
+            lines.append(f"  {loc or '<root>'}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict."""
+    data = json.loads(json.dumps(data, default=str))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = _parse_value(value)
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make relative paths of a config file absolute against ``base`` (its folder)."""
+    paths = data.get("paths") or {}
+    for key, value in list(paths.items()):
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            paths[key] = str((base / value).resolve())
+    wd = data.get("workdir")
+    if isinstance(wd, str) and not Path(wd).is_absolute():
+        data["workdir"] = str((base / wd).resolve())
+
+
+def load_config(
+    source: str | Path | None = None,
+    overrides: Optional[list[str]] = None,
+) -> Config:
+    """Load a config from a preset name or a YAML path, then apply overrides.
+
+    A YAML file may name ``preset:``; its values are merged over that preset.
+    """
+    overrides = overrides or []
+    src = str(source) if source is not None else "paper"
+    if src in PRESETS:
+        data = preset_dict(src)
+        data["preset"] = src
+    else:
+        path = Path(src)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (or use a preset: {list(PRESETS)})")
+        try:
+            user = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(user, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        preset = user.get("preset", "paper")
+        data = _deep_merge(preset_dict(preset), user)
+        _resolve_paths(data, path.resolve().parent)
+    data = apply_overrides(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, src)) from None
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from sepnms.io.atomic import atomic_write_text
+
+    atomic_write_text(path, cfg.to_yaml())

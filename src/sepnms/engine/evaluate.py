@@ -1,0 +1,152 @@
+"""``sepnms fuse``, ``sepnms evaluate`` and ``sepnms export``.
+
+A *method* is a scored candidate table (the output of ``propose`` for one model) plus a fusion
+rule.  ``fuse`` writes ``<workdir>/fused/<method>/<split>.h5``; ``evaluate`` picks, for every
+method and split, the conf that leaves about ``evaluate.target_proposals`` proposals per
+expression (the same target for every method), and writes ``eval/metrics.json``,
+``eval/sweeps.json`` and one PNG of hit rate vs proposals per expression per split.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sepnms.config import Config
+from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
+from sepnms.data.refdb import load_refdb
+from sepnms.engine.fusion import fuse_table
+from sepnms.errors import ConfigError, InputError
+from sepnms.evaluation.metrics import choose_conf, conf_sweep, evaluate_at_conf, sweep_confs
+from sepnms.evaluation.plots import plot_many
+from sepnms.io.atomic import atomic_write_json
+from sepnms.io.mattnet_dets import matt_dets_filename, to_matt_dets, write_matt_dets
+from sepnms.io.proposals import proposals_path, read_proposals, write_proposals
+
+
+@dataclass(frozen=True)
+class Method:
+    """``name``: how it is reported; ``model``: whose scored table; ``rule``: the fusion rule."""
+
+    name: str
+    model: str
+    rule: str
+
+
+#: the methods of metrics.json (issue specs); those whose scored tables exist are used
+STANDARD_METHODS = (
+    Method("det", "sepnms", "det"),
+    Method("refnms", "refnms", "refnms"),
+    Method("sepnms", "sepnms", "sep"),
+    Method("sepnms_clipctx", "sepnms_clipctx", "sep"),
+    Method("sepnms_clipctx_clipfuse", "sepnms_clipctx", "sep+clip"),
+)
+
+
+def parse_method(text: str) -> Method:
+    """``name=model:rule`` or a standard method name."""
+    for m in STANDARD_METHODS:
+        if text == m.name:
+            return m
+    if "=" in text and ":" in text:
+        name, rest = text.split("=", 1)
+        model, rule = rest.split(":", 1)
+        return Method(name, model, rule)
+    raise ConfigError(f"unknown method {text!r}: use one of {[m.name for m in STANDARD_METHODS]} or name=model:rule")
+
+
+def fused_path(cfg: Config, method: str, split: str) -> Path:
+    return Path(cfg.workdir) / "fused" / method / f"{split}.h5"
+
+
+def fuse(cfg: Config, method: Method, splits: Optional[list[str]] = None) -> dict[str, Path]:
+    """Apply ``method.rule`` (with cfg.fusion's k, cut, NMS IoU) to the scored tables."""
+    fcfg = cfg.fusion.model_copy(update={"rule": method.rule})
+    out = {}
+    for split in splits or cfg.evaluate.splits:
+        table = read_proposals(proposals_path(cfg.workdir, method.model, split))
+        fused = fuse_table(table, fcfg)
+        fused.attrs["method"] = method.name
+        path = fused_path(cfg, method.name, split)
+        write_proposals(path, fused)
+        out[split] = path
+    return out
+
+
+def available_methods(cfg: Config) -> list[Method]:
+    """Standard methods whose scored tables exist for the first eval split."""
+    split = cfg.evaluate.splits[0]
+    return [m for m in STANDARD_METHODS if proposals_path(cfg.workdir, m.model, split).is_file()]
+
+
+def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = True) -> dict[str, Any]:
+    """Evaluate fused tables; returns metrics ``{method: {split: {...}}}`` (also written)."""
+    ev = cfg.evaluate
+    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    ctxdb = load_ctxdb(ctxdb_path(cfg.workdir, cfg.train.ctx_source))
+    names = methods or sorted(p.name for p in (Path(cfg.workdir) / "fused").glob("*") if p.is_dir())
+    if not names:
+        raise InputError(Path(cfg.workdir) / "fused", "no fused tables: run `sepnms fuse` first")
+    metrics: dict[str, dict[str, Any]] = {}
+    sweeps: dict[str, dict[str, Any]] = {}
+    for split in ev.splits:
+        gt = refdb.gt_by_sent(split)
+        ctx = ctxdb.ctx_by_sent(gt.keys())
+        for name in names:
+            table = read_proposals(fused_path(cfg, name, split))
+            conf = choose_conf(table, ev.target_proposals, ev.conf_grid_size)
+            m = evaluate_at_conf(table, gt, ctx, conf, ev.hit_iou)
+            metrics.setdefault(name, {})[split] = {
+                "hit_rate": m["hit_rate"], "proposals_per_expression": m["proposals_per_expression"],
+                "top1_accuracy": m["top1_accuracy"], "ctx_recall": m["ctx_recall"], "conf": m["conf"],
+                "n_expressions": m["n_expressions"],
+            }
+            sweeps.setdefault(split, {})[name] = conf_sweep(table, gt, ctx, sweep_confs(table, ev.conf_grid_size), ev.hit_iou)
+    out = Path(cfg.workdir) / "eval"
+    atomic_write_json(out / "metrics.json", _json_safe(metrics), indent=2)
+    atomic_write_json(out / "sweeps.json", _json_safe(sweeps))
+    marks = {split: {n: metrics[n][split] for n in names} for split in ev.splits}
+    plot_many(sweeps, out / "hit_rate_vs_proposals.png", f"{cfg.dataset_tag}: referent hit rate",
+              marks=marks, x_max=max(3 * ev.target_proposals, 10))
+    plot_many(sweeps, out / "ctx_recall_vs_proposals.png", f"{cfg.dataset_tag}: context recall",
+              y_key="ctx_recall", marks=marks, x_max=max(3 * ev.target_proposals, 10))
+    return metrics
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN -> None so the JSON is standard."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: Optional[int] = None,
+           tag: str = "sepnms") -> list[Path]:
+    """MAttNet-style detection JSON of ``method``, at the conf chosen by ``evaluate``."""
+    from sepnms.engine.prepare import load_refer
+
+    metrics_path = Path(cfg.workdir) / "eval" / "metrics.json"
+    if not metrics_path.is_file():
+        raise InputError(metrics_path, "not found: run `sepnms evaluate` first (export uses its conf)")
+    metrics = json.loads(metrics_path.read_text())
+    if method not in metrics:
+        raise InputError(metrics_path, f"no metrics for method {method!r} (have {sorted(metrics)})")
+    refer = load_refer(cfg)
+    coco_ids = sorted(refer.cat_name)
+    if len(coco_ids) != 80:
+        raise InputError(cfg.instances_path(), f"{len(coco_ids)} categories; the detector's 80 classes need all 80 COCO categories")
+    top_n = top_n if top_n is not None else cfg.evaluate.top_n_export
+    dets: list[dict] = []
+    for split in splits or cfg.evaluate.splits:
+        table = read_proposals(fused_path(cfg, method, split))
+        conf = metrics[method][split]["conf"]
+        dets.extend(to_matt_dets(table, None, coco_ids, refer.cat_name, split, top_n, conf, start_det_id=len(dets)))
+    path = Path(cfg.workdir) / "export" / matt_dets_filename(method, tag, cfg.dataset, cfg.split_by, top_n)
+    write_matt_dets(path, dets)
+    return [path]

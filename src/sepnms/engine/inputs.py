@@ -1,0 +1,154 @@
+"""What the model reads: the prepared workdir files, and the training dataset built on them."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sepnms.config import Config
+from sepnms.data.candidates import CandidateStore
+from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb
+from sepnms.data.refdb import RefDB, load_refdb
+from sepnms.data.sampling import REFERENT, assign_labels, sample_rois
+from sepnms.engine.encode_text import vectors_path
+from sepnms.errors import InputError
+from sepnms.io.head_feats import read_head
+from sepnms.models.pooling import pool_rois
+from sepnms.models.relatedness import location_features
+from sepnms.text.sentence_encoder import load_vectors
+from sepnms.text.vocab import Vocab, load_vocab
+
+
+@dataclass
+class Workspace:
+    """The prepared inputs of one workdir."""
+
+    cfg: Config
+    refdb: RefDB
+    vocab: Vocab
+    word_vectors: np.ndarray
+    candidates: CandidateStore
+    text_vectors: Optional[dict[int, np.ndarray]]
+    ctxdb: Optional[CtxDB]
+
+    @classmethod
+    def open(cls, cfg: Config, need_text: bool = True, need_ctx: bool = False) -> "Workspace":
+        prep = Path(cfg.workdir) / "prepare"
+        refdb = load_refdb(prep / "refdb.json")
+        vocab, matrix = load_vocab(prep)
+        if matrix.shape[1] != cfg.model.word_dim:
+            raise InputError(prep / "word_vectors.npy", f"{matrix.shape[1]}-d vectors but model.word_dim is {cfg.model.word_dim}")
+        text = load_vectors(vectors_path(cfg), cfg.model.text_dim) if need_text else None
+        if text is not None:
+            missing = [e["sent_id"] for e in refdb.expressions if int(e["sent_id"]) not in text]
+            if missing:
+                raise InputError(vectors_path(cfg), f"no vector for {len(missing)} expressions (e.g. sent_id {missing[0]}); re-run encode-text")
+        ctx = load_ctxdb(ctxdb_path(cfg.workdir, cfg.train.ctx_source)) if need_ctx else None
+        return cls(cfg, refdb, vocab, matrix, CandidateStore(prep / "candidates.h5"), text, ctx)
+
+    def word_ids(self, tokens: list[str], max_len: Optional[int]) -> list[int]:
+        ids = self.vocab.encode(tokens, max_len)
+        return ids if ids else [0]
+
+
+class HeadCache:
+    """A small LRU cache of head-feature maps (each image is read once per worker while hot)."""
+
+    def __init__(self, feats_dir: Path, channels: int, size: int = 64):
+        self.feats_dir, self.channels, self.size = Path(feats_dir), channels, size
+        self._cache: OrderedDict[int, tuple[torch.Tensor, float]] = OrderedDict()
+
+    def get(self, image_id: int) -> tuple[torch.Tensor, float]:
+        """``(head [1, C, Hf, Wf], scale)``."""
+        iid = int(image_id)
+        if iid in self._cache:
+            self._cache.move_to_end(iid)
+            return self._cache[iid]
+        head, im_info = read_head(self.feats_dir, iid, expect_channels=self.channels)
+        item = (torch.from_numpy(head), float(im_info[2]))
+        self._cache[iid] = item
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return item
+
+
+def pad_words(id_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(word_ids [B, T] long, word_mask [B, T] bool)``, T = longest list."""
+    t = max(len(x) for x in id_lists)
+    ids = torch.zeros(len(id_lists), t, dtype=torch.long)
+    mask = torch.zeros(len(id_lists), t, dtype=torch.bool)
+    for i, x in enumerate(id_lists):
+        ids[i, : len(x)] = torch.as_tensor(x)
+        mask[i, : len(x)] = True
+    return ids, mask
+
+
+class TrainingSet(Dataset):
+    """Expressions of one split with sampled, labelled RoIs.
+
+    Item ``epoch * len(self) + i`` is expression ``i`` with its RoIs sampled by a generator seeded
+    from (seed, epoch, sent_id): deterministic whatever the worker count, and resumable.  The
+    fixed validation sampling uses epoch -1.  RoI pooling (no parameters) happens here, in the
+    loader workers.
+    """
+
+    def __init__(self, ws: Workspace, split: str, max_expressions: Optional[int] = None, fixed_epoch: Optional[int] = None):
+        cfg = ws.cfg
+        self.ws, self.cfg = ws, cfg
+        self.expressions = ws.refdb.split(split)
+        if max_expressions is not None:
+            self.expressions = self.expressions[:max_expressions]
+        if not self.expressions:
+            raise InputError(Path(cfg.workdir) / "prepare" / "refdb.json", f"no expression in split {split!r}")
+        self.fixed_epoch = fixed_epoch
+        self.heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels)
+
+    def __len__(self) -> int:
+        return len(self.expressions)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.expressions)
+        epoch, i = divmod(int(index), n)
+        if self.fixed_epoch is not None:
+            epoch = self.fixed_epoch
+        e = self.expressions[i]
+        cfg, t = self.cfg, self.cfg.train
+        sid = int(e["sent_id"])
+        rng = np.random.default_rng([cfg.seed, epoch + 1, sid])
+        cand = self.ws.candidates.get(e["image_id"])
+        ctx = self.ws.ctxdb.ctx_boxes(sid) if self.ws.ctxdb is not None else np.zeros((0, 4), np.float32)
+        labels = assign_labels(cand.box, np.asarray(e["gt_box"]), ctx, t.pos_iou)
+        idx = sample_rois(labels, rng, t.rois_per_expression, t.max_referent, t.max_positive)
+        boxes = torch.from_numpy(cand.box[idx])
+        head, scale = self.heads.get(e["image_id"])
+        m = cfg.model
+        pooled = pool_rois(head, boxes, scale, m.feat_stride, m.pool_size, m.pooling)
+        w, h = self.ws.refdb.image_size(e["image_id"])
+        lab = torch.from_numpy(labels[idx].astype(np.int64))
+        text = self.ws.text_vectors[sid] if self.ws.text_vectors is not None else np.zeros(m.text_dim, np.float32)
+        return {
+            "pooled": pooled,  # [R, C, P, P]
+            "loc": location_features(boxes, float(w), float(h)),  # [R, 5]
+            "word_ids": self.ws.word_ids(e["tokens"], t.max_tokens),
+            "text_vec": torch.from_numpy(np.asarray(text, np.float32)),
+            "ctx_target": (lab > 0).float(),
+            "ref_target": (lab == REFERENT).float(),
+        }
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    ids, mask = pad_words([it["word_ids"] for it in items])
+    return {
+        "pooled": torch.stack([it["pooled"] for it in items]),  # [B, R, C, P, P]
+        "loc": torch.stack([it["loc"] for it in items]),
+        "word_ids": ids,
+        "word_mask": mask,
+        "text_vec": torch.stack([it["text_vec"] for it in items]),
+        "ctx_target": torch.stack([it["ctx_target"] for it in items]),
+        "ref_target": torch.stack([it["ref_target"] for it in items]),
+    }

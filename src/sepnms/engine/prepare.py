@@ -1,0 +1,126 @@
+"""``sepnms prepare``: refer + detector output + GloVe -> vocab, refdb, candidates, GloVe ctxdb."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sepnms.config import Config
+from sepnms.data.candidates import Candidates, clean_boxes, initial_filter, save_candidates
+from sepnms.data.ctxdb import ctxdb_path, glove_ctxdb, save_ctxdb
+from sepnms.data.refdb import build_refdb, save_refdb
+from sepnms.errors import InputError
+from sepnms.io.atomic import atomic_write_json
+from sepnms.io.glove import load_glove
+from sepnms.io.head_feats import head_path, read_head
+from sepnms.io.mattnet_data import image_sizes, load_data_json
+from sepnms.io.refer import Refer
+from sepnms.io.rpn import load_rpn
+from sepnms.text.nouns import extract_nouns, load_spacy
+from sepnms.text.vocab import build_vocab, save_vocab
+from sepnms.engine.workdir import check_stage, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+def load_refer(cfg: Config) -> Refer:
+    """The refer files of the configured dataset, with a clear error if they are missing."""
+    refs_path, inst_path = cfg.refs_path(), cfg.instances_path()
+    for p in (refs_path, inst_path):
+        if not p.is_file():
+            raise InputError(p, f"not found (dataset {cfg.dataset}, split_by {cfg.split_by}; check paths.refer_root)")
+    return Refer.load(refs_path, inst_path)
+
+
+def build_pools(cfg: Config, refer: Refer, image_split: dict[int, str], progress: bool) -> tuple[dict[int, Candidates], dict[str, int]]:
+    """Initial filtering of every image's detections."""
+    p = cfg.prepare
+    rpn = load_rpn(cfg.need_path("rpn_boxes"), cfg.need_path("rpn_box_scores"))
+    rpn.check_covers(sorted(image_split))
+    pools: dict[int, Candidates] = {}
+    dropped = 0
+    for iid in tqdm(sorted(image_split), desc="candidates", disable=not progress):
+        boxes, scores = rpn.get(iid)
+        boxes, scores = boxes.copy(), scores.copy()
+        w, h = refer.image_size(iid)
+        valid = clean_boxes(boxes.reshape(-1, 4), w, h).reshape(boxes.shape[:2])
+        dropped += int((~valid[:, 1:] & (scores[:, 1:] > p.class_prob_threshold)).sum())
+        scores[~valid] = 0.0
+        min_count = p.min_candidates_train if image_split[iid] == "train" else p.min_candidates_test
+        pools[iid] = initial_filter(boxes, scores, p.class_prob_threshold, p.threshold_step, min_count,
+                                    image_id=iid, source=rpn.boxes_path)
+        if len(pools[iid]) == 0:
+            raise InputError(rpn.boxes_path, f"image_id {iid}: no candidate at any threshold (all boxes empty or outside the image)")
+    return pools, {"invalid_boxes_dropped": dropped}
+
+
+def check_head_feats(cfg: Config, image_ids: list[int]) -> None:
+    """Every image has a head-feature file; the first one is read to check its layout."""
+    folder = cfg.need_path("head_feats_dir")
+    missing = [iid for iid in image_ids if not head_path(folder, iid).is_file()]
+    if missing:
+        raise InputError(head_path(folder, missing[0]),
+                         f"head features missing for {len(missing)} of {len(image_ids)} images (first: image_id {missing[0]})")
+    read_head(folder, image_ids[0], expect_channels=cfg.model.feat_channels)
+
+
+def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the prepare stage.  Returns (and writes to ``prepare/summary.json``) the counts."""
+    out = check_stage(cfg, "prepare", overwrite=overwrite)
+    refer = load_refer(cfg)
+    sizes = image_sizes(load_data_json(cfg.paths.data_json)) if cfg.paths.data_json else None
+    if sizes is not None:
+        absent = [iid for iid in refer.refs_by_image if iid not in sizes]
+        if absent:
+            raise InputError(cfg.paths.data_json, f"image_id {absent[0]} of the refs is absent from its images list")
+    refdb = build_refdb(refer, cfg.dataset_tag, sizes)
+    image_split = {iid: img["split"] for iid, img in refdb.images.items()}
+    check_head_feats(cfg, sorted(image_split))
+
+    # GloVe: only the words we need (the 840B file is 5.6 GB)
+    cat_words = {w for name in refer.cat_name.values() for w in name.lower().split()}
+    all_tokens = {t for e in refdb.expressions for t in e["tokens"]}
+    nlp = load_spacy(cfg.prepare.spacy_model)
+    nouns = extract_nouns(nlp, [e["sent"] for e in refdb.expressions], cfg.prepare.noun_pos, progress=progress)
+    nouns_by_sent = {int(e["sent_id"]): n for e, n in zip(refdb.expressions, nouns)}
+    noun_words = {n for ns in nouns for n in ns}
+    glove = load_glove(cfg.need_path("glove"), all_tokens | cat_words | noun_words)
+    if not glove:
+        raise InputError(cfg.paths.glove, "none of the dataset's words were found in this GloVe file")
+    dim = int(next(iter(glove.values())).shape[0])
+    if dim != cfg.model.word_dim:
+        raise InputError(cfg.paths.glove, f"vectors are {dim}-d but model.word_dim is {cfg.model.word_dim}")
+
+    train_tokens = [e["tokens"] for e in refdb.split(cfg.train.train_split)]
+    if not train_tokens:
+        raise InputError(cfg.refs_path(), f"no expression in split {cfg.train.train_split!r}")
+    vocab, matrix = build_vocab(train_tokens, glove, cfg.prepare.vocab_min_count)
+    pools, pool_stats = build_pools(cfg, refer, image_split, progress)
+    ctxdb = glove_ctxdb(refer, nouns_by_sent, glove, cfg.prepare.glove_sim_threshold, cfg.prepare.referent_iou)
+
+    save_vocab(out, vocab, matrix)
+    save_refdb(out / "refdb.json", refdb)
+    save_candidates(out / "candidates.h5", pools)
+    save_ctxdb(ctxdb_path(cfg.workdir, "glove"), ctxdb)
+
+    n_cand = np.array([len(c) for c in pools.values()])
+    n_ctx = np.array([len(e["ctx_ann_ids"]) for e in ctxdb.entries.values()])
+    unknown = sum(1 for e in refdb.expressions if not any(t in vocab.index for t in e["tokens"]))
+    summary = {
+        "dataset": cfg.dataset_tag,
+        "expressions": len(refdb.expressions),
+        "expressions_per_split": {s: sum(1 for e in refdb.expressions if e["split"] == s)
+                                  for s in sorted({e["split"] for e in refdb.expressions})},
+        "images": len(refdb.images),
+        "vocab_size": len(vocab),
+        "candidates_per_image": {"mean": float(n_cand.mean()), "min": int(n_cand.min()), "max": int(n_cand.max())},
+        "context_objects_per_expression": {"mean": float(n_ctx.mean()), "with_context": float((n_ctx > 0).mean())},
+        "expressions_without_known_tokens": unknown,
+        **pool_stats,
+    }
+    atomic_write_json(out / "summary.json", summary, indent=2)
+    write_manifest(cfg, "prepare", out)
+    return summary

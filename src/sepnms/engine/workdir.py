@@ -1,0 +1,58 @@
+"""The work directory: where each stage writes, and a manifest that ties outputs to a config.
+
+Each stage writes into ``<workdir>/<stage>/`` and records ``manifest.json`` with a fingerprint of
+the config sections it depends on.  Re-running a stage with a different configuration into the
+same folder is refused unless ``overwrite`` is set, so outputs of two configurations never mix.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sepnms import __version__
+from sepnms.config import Config
+from sepnms.errors import OutputExistsError
+from sepnms.io.atomic import atomic_write_json
+
+#: config sections each stage's output depends on
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("dataset", "split_by", "paths", "prepare"),
+    "text": ("dataset", "split_by", "paths", "text"),
+    "clip": ("dataset", "split_by", "paths", "clip"),
+}
+
+
+def stage_dir(cfg: Config, stage: str) -> Path:
+    return Path(cfg.workdir) / stage
+
+
+def check_stage(cfg: Config, stage: str, sections: tuple[str, ...] | None = None,
+                folder: Path | None = None, overwrite: bool = False) -> Path:
+    """Create the stage folder; refuse if it holds outputs of a different configuration."""
+    sections = sections or STAGE_SECTIONS[stage]
+    folder = folder or stage_dir(cfg, stage)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.json"
+    fp = cfg.fingerprint(*sections)
+    if manifest.is_file() and not overwrite:
+        old = json.loads(manifest.read_text()).get("fingerprint")
+        if old != fp:
+            raise OutputExistsError(
+                f"{folder} holds outputs of a different configuration (fingerprint {old}, now {fp}, "
+                f"sections {list(sections)}). Use another workdir, or pass --overwrite to replace them."
+            )
+    return folder
+
+
+def write_manifest(cfg: Config, stage: str, folder: Path, sections: tuple[str, ...] | None = None,
+                   extra: dict[str, Any] | None = None) -> None:
+    sections = sections or STAGE_SECTIONS[stage]
+    atomic_write_json(
+        folder / "manifest.json",
+        {"stage": stage, "fingerprint": cfg.fingerprint(*sections), "sections": list(sections),
+         "sepnms_version": __version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+         **(extra or {})},
+        indent=2,
+    )
