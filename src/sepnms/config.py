@@ -144,6 +144,16 @@ class EvaluateConfig(_Section):
     conf_grid_size: int = 200
     hit_iou: float = 0.5
     top_n_export: int = 10
+    ctx_source: str = "train"
+    """Which ctxdb (``prepare/ctxdb_<source>.json``) gives the context boxes of the context
+    recall: ``train`` (= train.ctx_source), ``glove``, ``clip``, or another written one (the demo
+    writes ``mentions``, the world's ground truth)."""
+
+
+class ProposeConfig(_Section):
+    flush_every: int = Field(64, ge=1)
+    """``propose`` writes a part file (``<split>.parts/part-<first image>.h5``) every this many
+    images; an interrupted run resumes after the last part written."""
 
 
 class ClipConfig(_Section):
@@ -171,6 +181,9 @@ class ClipConfig(_Section):
     """Parity flag: the released code feeds BGR crops to CLIP by mistake."""
     score_proposals: bool = False
     """Make ``propose`` score every candidate crop with CLIP-dagger (needed by ``sep+clip``)."""
+    amp: bool = False
+    """Mixed precision (float16 autocast) for CLIP-dagger inference in ``clip-ctx`` and
+    ``propose`` on CUDA; ignored on CPU.  (Fine-tuning follows ``train.amp``.)"""
     max_steps: Optional[int] = None
     tiny_width: int = 16
     tiny_layers: tuple[int, int, int, int] = (1, 1, 1, 1)
@@ -208,6 +221,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    propose: ProposeConfig = Field(default_factory=ProposeConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
 
@@ -297,15 +311,26 @@ def _suggest(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
+def _origin(loc: str, overrides: list[str]) -> str:
+    """`` (from --set KEY=VALUE)`` when the offending key came from an override, else ``''``."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if loc and (key == loc or key.startswith(loc + ".")):
+            return f" (from --set {item})"
+    return ""
+
+
+def _format_validation_error(err: ValidationError, source: str, overrides: Optional[list[str]] = None) -> str:
+    """One line: ``invalid config (<source>): <problem>[; <problem> ...]``."""
+    problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
+        origin = _origin(loc, overrides or [])
         if e["type"] == "extra_forbidden":
-            lines.append(f"  unknown key {loc!r}{_suggest(loc)}")
+            problems.append(f"unknown key {loc!r}{_suggest(loc)}{origin}")
         else:
-            lines.append(f"  {loc or '<root>'}: {e['msg']}")
-    return "\n".join(lines)
+            problems.append(f"{loc or '<root>'}{origin}: {e['msg']}")
+    return f"invalid config ({source}): " + "; ".join(problems)
 
 
 def _parse_value(text: str) -> Any:
@@ -363,7 +388,8 @@ def load_config(
         try:
             user = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            detail = " ".join(str(exc).split())  # one line
+            raise ConfigError(f"config file {path} is not valid YAML: {detail}") from None
         if not isinstance(user, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         preset = user.get("preset", "paper")
@@ -373,7 +399,7 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, src)) from None
+        raise ConfigError(_format_validation_error(err, src, overrides)) from None
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -59,7 +59,8 @@ def build_refdb(refer: Refer, dataset: str, sizes: dict[int, tuple[int, int]] | 
     for ref in refer.refs:
         iid = int(ref["image_id"])
         w, h = sizes[iid] if sizes and iid in sizes else refer.image_size(iid)
-        images.setdefault(iid, {"width": w, "height": h, "split": ref["split"]})
+        images.setdefault(iid, {"width": w, "height": h, "split": ref["split"],
+                                "file_name": refer.img_by_id[iid].get("file_name", "")})
         box = refer.ref_box(ref)
         for sent in ref["sentences"]:
             tokens = [str(t).lower() for t in sent["tokens"]]

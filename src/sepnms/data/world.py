@@ -120,9 +120,10 @@ COLOR_NOISE = 10.0  # per-object colour jitter (RGB std)
 
 #: object long side as a fraction of cfg.world.image_size, per size class (disjoint ranges)
 SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.1, 0.14), "big": (0.19, 0.26)}
-#: the resized image's short side, as a fraction of cfg.world.image_size (MAttNet resizes the
-#: short side to 600; here to 0.6 x image_size, so the scale is != 1 and varies by image shape)
-RESIZED_SHORT_RATIO = 0.6
+#: the resized image's short side, as a fraction of cfg.world.image_size (MAttNet upsamples the
+#: short side to 600, a scale of about 1.25 for COCO; here to 1.25 x image_size, so the scale is
+#: != 1, varies by image shape, and a small object still covers a few stride-16 cells)
+RESIZED_SHORT_RATIO = 1.25
 #: (width, height) shapes as fractions of cfg.world.image_size
 IMAGE_SHAPES: tuple[tuple[float, float], ...] = ((1.0, 0.75), (0.75, 1.0), (1.0, 1.0))
 

@@ -85,7 +85,8 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     """Evaluate fused tables; returns metrics ``{method: {split: {...}}}`` (also written)."""
     ev = cfg.evaluate
     refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
-    ctxdb = load_ctxdb(ctxdb_path(cfg.workdir, cfg.train.ctx_source))
+    source = cfg.train.ctx_source if ev.ctx_source == "train" else ev.ctx_source
+    ctxdb = load_ctxdb(ctxdb_path(cfg.workdir, source))
     names = methods or sorted(p.name for p in (Path(cfg.workdir) / "fused").glob("*") if p.is_dir())
     if not names:
         raise InputError(Path(cfg.workdir) / "fused", "no fused tables: run `sepnms fuse` first")

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny embedded world, prepared once per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+#: a tiny world and tiny training: the pipeline end to end in seconds
+TINY = [
+    "world.n_images=24",
+    "world.n_proposals=40",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.eval_every=5",
+    "train.checkpoint_every=3",
+    "clip.epochs=1",
+    "clip.batch_size=8",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    from sepnms.config import load_config
+    from sepnms.data.world import generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    generate_world(out, load_config("demo", TINY), seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(tiny_world, tmp_path_factory):
+    """(config, workdir) after prepare + encode-text on the tiny world."""
+    from sepnms.config import load_config
+    from sepnms.engine.encode_text import encode_text
+    from sepnms.engine.prepare import prepare
+
+    work = tmp_path_factory.mktemp("work")
+    cfg = load_config(tiny_world / "config.yaml", TINY + [f"workdir={work}"])
+    prepare(cfg, progress=False)
+    encode_text(cfg, progress=False)
+    return cfg
