@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from sepnms.errors import InputError
+from sepnms.evaluation.export import to_matt_dets
 from sepnms.io.mattnet_dets import (
     det_score,
     matt_dets_filename,
     read_dets,
-    to_matt_dets,
     write_matt_dets,
 )
 from sepnms.io.proposals import ExpressionCandidates, ProposalTable

@@ -22,7 +22,8 @@ from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.metrics import choose_conf, conf_sweep, evaluate_at_conf, sweep_confs
 from sepnms.evaluation.plots import plot_many
 from sepnms.io.atomic import atomic_write_json
-from sepnms.io.mattnet_dets import matt_dets_filename, to_matt_dets, write_matt_dets
+from sepnms.evaluation.export import to_matt_dets
+from sepnms.io.mattnet_dets import matt_dets_filename, write_matt_dets
 from sepnms.io.proposals import proposals_path, read_proposals, write_proposals
 
 
