@@ -18,7 +18,6 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import numpy as np
 
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
