@@ -87,7 +87,8 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
         timed(f"propose {name}", propose, score_cfg, model_type, progress=progress)
     for m in DEMO_METHODS + ABLATION:
         fuse(cfg, m)
-    metrics = timed("evaluate", evaluate, cfg, [m.name for m in DEMO_METHODS + ABLATION], progress=progress)
+    metrics = timed("evaluate", evaluate, cfg, [m.name for m in DEMO_METHODS + ABLATION], progress=progress,
+                    plot_groups={"": [m.name for m in DEMO_METHODS], "ablation": [m.name for m in ABLATION]})
     exported = timed("export", export, cfg, "sepnms")
 
     quality = {source: mention_precision_recall(load_ctxdb(ctxdb_path(cfg.workdir, source)), mentions)

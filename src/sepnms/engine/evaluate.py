@@ -82,8 +82,14 @@ def available_methods(cfg: Config) -> list[Method]:
     return [m for m in STANDARD_METHODS if proposals_path(cfg.workdir, m.model, split).is_file()]
 
 
-def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate fused tables; returns metrics ``{method: {split: {...}}}`` (also written)."""
+def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = True,
+             plot_groups: Optional[dict[str, list[str]]] = None) -> dict[str, Any]:
+    """Evaluate fused tables; returns metrics ``{method: {split: {...}}}`` (also written).
+
+    ``plot_groups`` maps a suffix to the methods drawn together (default: all in one figure),
+    e.g. ``{"": [...], "ablation": [...]}`` -> ``hit_rate_vs_proposals.png`` and
+    ``hit_rate_vs_proposals_ablation.png``.
+    """
     ev = cfg.evaluate
     refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
     source = cfg.train.ctx_source if ev.ctx_source == "train" else ev.ctx_source
@@ -109,11 +115,13 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     out = Path(cfg.workdir) / "eval"
     atomic_write_json(out / "metrics.json", _json_safe(metrics), indent=2)
     atomic_write_json(out / "sweeps.json", _json_safe(sweeps))
-    marks = {split: {n: metrics[n][split] for n in names} for split in ev.splits}
-    plot_many(sweeps, out / "hit_rate_vs_proposals.png", f"{cfg.dataset_tag}: referent hit rate",
-              marks=marks, x_max=max(3 * ev.target_proposals, 10))
-    plot_many(sweeps, out / "ctx_recall_vs_proposals.png", f"{cfg.dataset_tag}: context recall",
-              y_key="ctx_recall", marks=marks, x_max=max(3 * ev.target_proposals, 10))
+    for suffix, group in (plot_groups or {"": names}).items():
+        tail = f"_{suffix}" if suffix else ""
+        panels = {split: {n: sweeps[split][n] for n in group} for split in ev.splits}
+        marks = {split: {n: metrics[n][split] for n in group} for split in ev.splits}
+        for key, title in (("hit_rate", "referent hit rate"), ("ctx_recall", "context recall")):
+            plot_many(panels, out / f"{key}_vs_proposals{tail}.png", f"{cfg.dataset_tag}: {title}",
+                      y_key=key, marks=marks, x_max=max(3 * ev.target_proposals, 10))
     return metrics
 
 
