@@ -18,6 +18,7 @@ from sepnms.config import Config
 from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
 from sepnms.data.refdb import load_refdb
 from sepnms.engine.fusion import fuse_table
+from sepnms.engine.workdir import safe_name
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.metrics import choose_conf, conf_sweep, evaluate_at_conf, sweep_confs
 from sepnms.evaluation.plots import plot_many
@@ -64,6 +65,8 @@ def fused_path(cfg: Config, method: str, split: str) -> Path:
 
 def fuse(cfg: Config, method: Method, splits: Optional[list[str]] = None) -> dict[str, Path]:
     """Apply ``method.rule`` (with cfg.fusion's k, cut, NMS IoU) to the scored tables."""
+    safe_name(method.name, "method name")
+    safe_name(method.model, "model name")
     fcfg = cfg.fusion.model_copy(update={"rule": method.rule})
     out = {}
     for split in splits or cfg.evaluate.splits:
@@ -139,6 +142,8 @@ def _json_safe(obj: Any) -> Any:
 def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: Optional[int] = None,
            tag: str = "sepnms") -> list[Path]:
     """MAttNet-style detection JSON of ``method``, at the conf chosen by ``evaluate``."""
+    safe_name(method, "method name")
+    safe_name(tag, "tag")
     from sepnms.engine.prepare import load_refer
 
     metrics_path = Path(cfg.workdir) / "eval" / "metrics.json"

@@ -39,6 +39,9 @@ class Workspace:
     @classmethod
     def open(cls, cfg: Config, need_text: bool = True, need_ctx: bool = False) -> "Workspace":
         prep = Path(cfg.workdir) / "prepare"
+        if (prep / "refdb.json").is_file() and not (prep / "manifest.json").is_file():
+            raise InputError(prep, "incomplete: `sepnms prepare` did not finish writing here (no manifest.json); "
+                                   "re-run it")
         refdb = load_refdb(prep / "refdb.json")
         vocab, matrix = load_vocab(prep)
         if matrix.shape[1] != cfg.model.word_dim:

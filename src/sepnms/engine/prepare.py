@@ -15,10 +15,10 @@ from sepnms.data.refdb import build_refdb, save_refdb
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.glove import load_glove
-from sepnms.io.head_feats import head_path, read_head
+from sepnms.io.head_feats import check_head_layout, head_path, read_head
 from sepnms.io.mattnet_data import image_sizes, load_data_json
 from sepnms.io.refer import Refer
-from sepnms.io.rpn import load_rpn
+from sepnms.io.rpn import RpnDetections, load_rpn
 from sepnms.text.nouns import extract_nouns, load_spacy
 from sepnms.text.vocab import build_vocab, save_vocab
 from sepnms.engine.workdir import check_stage, write_manifest
@@ -35,17 +35,38 @@ def load_refer(cfg: Config) -> Refer:
     return Refer.load(refs_path, inst_path)
 
 
-def build_pools(cfg: Config, refer: Refer, image_split: dict[int, str], progress: bool) -> tuple[dict[int, Candidates], dict[str, int]]:
-    """Initial filtering of every image's detections."""
-    p = cfg.prepare
+def load_detections(cfg: Config, image_ids: list[int]) -> RpnDetections:
+    """The detector dumps, checked to cover ``image_ids`` with finite values (before any work)."""
     rpn = load_rpn(cfg.need_path("rpn_boxes"), cfg.need_path("rpn_box_scores"))
-    rpn.check_covers(sorted(image_split))
+    rpn.check_covers(image_ids)
+    for iid in image_ids:
+        boxes, scores = rpn.get(iid)
+        if not np.isfinite(scores[:, 1:]).all():
+            raise InputError(rpn.scores_path, f"image_id {iid}: NaN or Inf among the class probabilities")
+        if not np.isfinite(boxes[:, 1:]).all():
+            raise InputError(rpn.boxes_path, f"image_id {iid}: NaN or Inf among the box coordinates")
+    return rpn
+
+
+def build_pools(cfg: Config, refer: Refer, image_split: dict[int, str], progress: bool,
+                rpn: RpnDetections | None = None,
+                sizes: dict[int, tuple[int, int]] | None = None) -> tuple[dict[int, Candidates], dict[str, int]]:
+    """Initial filtering of every image's detections.
+
+    Boxes are clipped to the image (``sizes``, default the instances' sizes); boxes of zero
+    area after clipping (inverted, degenerate, or wholly outside) are dropped, and the
+    (box, class) pairs above ``class_prob_threshold`` so lost are counted as
+    ``invalid_boxes_dropped``.
+    """
+    p = cfg.prepare
+    if rpn is None:
+        rpn = load_detections(cfg, sorted(image_split))
     pools: dict[int, Candidates] = {}
     dropped = 0
     for iid in tqdm(sorted(image_split), desc="candidates", disable=not progress):
         boxes, scores = rpn.get(iid)
         boxes, scores = boxes.copy(), scores.copy()
-        w, h = refer.image_size(iid)
+        w, h = sizes[iid] if sizes and iid in sizes else refer.image_size(iid)
         valid = clean_boxes(boxes.reshape(-1, 4), w, h).reshape(boxes.shape[:2])
         dropped += int((~valid[:, 1:] & (scores[:, 1:] > p.class_prob_threshold)).sum())
         scores[~valid] = 0.0
@@ -53,17 +74,22 @@ def build_pools(cfg: Config, refer: Refer, image_split: dict[int, str], progress
         pools[iid] = initial_filter(boxes, scores, p.class_prob_threshold, p.threshold_step, min_count,
                                     image_id=iid, source=rpn.boxes_path)
         if len(pools[iid]) == 0:
-            raise InputError(rpn.boxes_path, f"image_id {iid}: no candidate at any threshold (all boxes empty or outside the image)")
+            raise InputError(rpn.boxes_path, f"image_id {iid}: no candidate at any threshold (every class probability "
+                                             f"in {Path(rpn.scores_path or 'the scores').name} is 0, or its box has no area inside the "
+                                             f"{w}x{h} image)")
     return pools, {"invalid_boxes_dropped": dropped}
 
 
 def check_head_feats(cfg: Config, image_ids: list[int]) -> None:
-    """Every image has a head-feature file; the first one is read to check its layout."""
+    """Every image has a head-feature file that opens as HDF5 with the expected layout and
+    channel count (metadata only: cheap); the first one is read whole (finite values)."""
     folder = cfg.need_path("head_feats_dir")
     missing = [iid for iid in image_ids if not head_path(folder, iid).is_file()]
     if missing:
         raise InputError(head_path(folder, missing[0]),
                          f"head features missing for {len(missing)} of {len(image_ids)} images (first: image_id {missing[0]})")
+    for iid in image_ids:
+        check_head_layout(folder, iid, expect_channels=cfg.model.feat_channels)
     read_head(folder, image_ids[0], expect_channels=cfg.model.feat_channels)
 
 
@@ -78,6 +104,7 @@ def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict
             raise InputError(cfg.paths.data_json, f"image_id {absent[0]} of the refs is absent from its images list")
     refdb = build_refdb(refer, cfg.dataset_tag, sizes)
     image_split = {iid: img["split"] for iid, img in refdb.images.items()}
+    rpn = load_detections(cfg, sorted(image_split))  # fail fast, before spaCy and GloVe
     check_head_feats(cfg, sorted(image_split))
 
     # GloVe: only the words we need (the 840B file is 5.6 GB)
@@ -98,9 +125,13 @@ def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict
     if not train_tokens:
         raise InputError(cfg.refs_path(), f"no expression in split {cfg.train.train_split!r}")
     vocab, matrix = build_vocab(train_tokens, glove, cfg.prepare.vocab_min_count)
-    pools, pool_stats = build_pools(cfg, refer, image_split, progress)
+    pools, pool_stats = build_pools(cfg, refer, image_split, progress, rpn, sizes)
     ctxdb = glove_ctxdb(refer, nouns_by_sent, glove, cfg.prepare.glove_sim_threshold, cfg.prepare.referent_iou)
 
+    # Everything is computed; now write.  The manifest goes first and comes back last, so a run
+    # killed while writing leaves a folder without manifest (incomplete), never one whose
+    # manifest vouches for a mix of old and new files.
+    (out / "manifest.json").unlink(missing_ok=True)
     save_vocab(out, vocab, matrix)
     save_refdb(out / "refdb.json", refdb)
     save_candidates(out / "candidates.h5", pools)

@@ -7,13 +7,14 @@ same folder is refused unless ``overwrite`` is set, so outputs of two configurat
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from sepnms import __version__
 from sepnms.config import Config
-from sepnms.errors import OutputExistsError
+from sepnms.errors import ConfigError, OutputExistsError
 from sepnms.io.atomic import atomic_write_json
 
 #: config sections each stage's output depends on
@@ -56,3 +57,31 @@ def write_manifest(cfg: Config, stage: str, folder: Path, sections: tuple[str, .
          **(extra or {})},
         indent=2,
     )
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """``name`` if it is safe as one path component under the workdir, else ConfigError.
+
+    Method, model and tag names become folder and file names (``<workdir>/fused/<method>/``,
+    ``export/matt_dets_<method>_<tag>_...json``); a name such as ``../../x`` would write outside
+    the work directory.  Allowed: letters, digits and ``_ . + -``, starting with a letter or
+    digit, at most 100 characters (so no ``/``, ``\\``, ``..`` component or hidden name).
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{what} {name!r} is not a safe file name: use letters, digits and _ . + - "
+            "(starting with a letter or digit; no path separators or '..')"
+        )
+    return name
+
+
+def inside_workdir(cfg: Config, path: Path) -> Path:
+    """``path`` if it lies inside ``cfg.workdir`` once resolved, else ConfigError."""
+    root = Path(cfg.workdir).resolve()
+    resolved = Path(path).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ConfigError(f"refusing to write {path}: it lies outside the work directory {root}")
+    return path

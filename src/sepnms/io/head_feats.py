@@ -57,6 +57,35 @@ def read_head(
     return head, im_info[:3]
 
 
+def check_head_layout(feats_dir: str | Path, image_id: int, expect_channels: Optional[int] = None) -> None:
+    """Cheap check of one head-feature file without reading its data: it opens as HDF5 (a
+    truncated file fails here: HDF5 compares the file size with the size it recorded), holds
+    datasets ``head`` [1, C, H', W'] with ``expect_channels`` channels and ``im_info`` [.., 3]."""
+    path = head_path(feats_dir, image_id)
+    if not path.is_file():
+        raise InputError(path, f"head feature file for image_id {image_id} not found")
+    try:
+        with h5py.File(path, "r") as f:
+            if not isinstance(f.get("head"), h5py.Dataset) or not isinstance(f.get("im_info"), h5py.Dataset):
+                raise InputError(path, f"needs datasets 'head' and 'im_info' (found {sorted(f.keys())}); "
+                                       "not a MAttNet head-feature file")
+            shape, n_info = tuple(f["head"].shape), int(f["im_info"].size)
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(path, f"unreadable HDF5 (truncated or corrupt?): {exc}") from None
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4 or shape[0] != 1:
+        raise InputError(path, f"'head' has shape {shape}, expected [1, C, H', W']")
+    if expect_channels is not None and shape[1] != expect_channels:
+        raise InputError(
+            path, f"'head' has {shape[1]} channels but the model expects {expect_channels} (model.feat_channels)"
+        )
+    if n_info < 3:
+        raise InputError(path, f"'im_info' has {n_info} values, expected [H, W, scale]")
+
+
 def write_head(feats_dir: str | Path, image_id: int, head: np.ndarray, im_info) -> Path:
     path = head_path(feats_dir, image_id)
     with atomic_path(path) as tmp:

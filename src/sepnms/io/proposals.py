@@ -133,6 +133,15 @@ def read_proposals(path: str | Path) -> ProposalTable:
     except (OSError, KeyError) as exc:
         raise InputError(path, f"unreadable proposal file (truncated or corrupt?): {exc}") from None
     off = data["offsets"]
+    n_rows = int(data["box"].shape[0])
+    if off.shape != (len(data["sent_id"]) + 1,) or int(off[0]) != 0 or int(off[-1]) != n_rows or (np.diff(off) < 0).any():
+        raise InputError(path, f"corrupt 'offsets' (for {len(data['sent_id'])} expressions and {n_rows} rows)")
+    for col in ("box", "det_score", *cols):
+        bad = ~np.isfinite(np.asarray(data[col], dtype=np.float64))
+        if bad.any():
+            row = int(np.flatnonzero(bad.reshape(n_rows, -1).any(axis=1))[0]) if n_rows else 0
+            e = int(np.searchsorted(off, row, side="right")) - 1
+            raise InputError(path, f"column {col!r} holds NaN or Inf (first at sent_id {int(data['sent_id'][e])})")
     exprs = []
     for e in range(len(data["sent_id"])):
         s = slice(int(off[e]), int(off[e + 1]))

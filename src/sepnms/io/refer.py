@@ -135,16 +135,32 @@ class Refer:
                 self.ref_by_sent[int(sent["sent_id"])] = ref
         if missing_ann:
             frac = len(missing_ann) / len(self.refs)
+            cause = ("refs and instances are from different datasets" if frac >= 0.5 else
+                     "instances.json lacks some annotations (an incomplete or filtered copy?), "
+                     "or refs and instances are from different datasets")
             raise InputError(
                 self.refs_path,
                 f"{len(missing_ann)} of {len(self.refs)} refs ({frac:.0%}) name ann_ids absent from "
-                f"{self.instances_path or 'instances.json'} (e.g. {missing_ann[:3]}): refs and "
-                "instances are from different datasets",
+                f"{self.instances_path or 'instances.json'} (e.g. {missing_ann[:3]}): {cause}",
             )
         bad_img = [r["ref_id"] for r in self.refs if int(r["image_id"]) not in self.img_by_id]
         if bad_img:
             raise InputError(
                 self.refs_path, f"refs {bad_img[:3]} name image_ids absent from instances.json"
+            )
+        mismatch = [r for r in self.refs
+                    if int(self.ann_by_id[int(r["ann_id"])]["image_id"]) != int(r["image_id"])
+                    or int(self.ann_by_id[int(r["ann_id"])]["category_id"]) != int(r["category_id"])]
+        if mismatch:
+            r = mismatch[0]
+            ann = self.ann_by_id[int(r["ann_id"])]
+            raise InputError(
+                self.refs_path,
+                f"{len(mismatch)} of {len(self.refs)} refs disagree with their annotation in "
+                f"{self.instances_path or 'instances.json'} (e.g. ref_id {r['ref_id']}: image_id "
+                f"{r['image_id']}, category_id {r['category_id']}; its ann_id {r['ann_id']}: image_id "
+                f"{ann['image_id']}, category_id {ann['category_id']}): refs and instances are from "
+                "different datasets",
             )
 
     @classmethod
