@@ -20,31 +20,66 @@ def _config_args(p: argparse.ArgumentParser, default: str = "paper") -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="shortcut for --set device=DEVICE (cpu, cuda, cuda:1); under torchrun, cuda means "
+                        "cuda:<LOCAL_RANK>")
 
 
 def _cfg(args):
+    """The config of the command, its device resolved for this process (see engine.distributed)."""
     from sepnms.config import load_config
+    from sepnms.engine.distributed import resolve_device
 
-    return load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
+    return cfg.model_copy(update={"device": resolve_device(cfg.device)})
 
 
-def _shard(text: Optional[str]) -> tuple[int, int]:
-    """``i/n`` -> (i, n); or from torchrun's RANK / WORLD_SIZE; default (0, 1)."""
-    if text:
-        try:
-            i, n = (int(v) for v in text.split("/"))
-        except ValueError:
-            raise SepNMSError(f"--shard must look like i/n (e.g. 0/4), not {text!r}") from None
-        if not 0 <= i < n:
-            raise SepNMSError(f"--shard {text}: need 0 <= i < n")
-        return i, n
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    return 0, 1
+def _shard_args(p: argparse.ArgumentParser, flush_default: Optional[int]) -> None:
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="do shard I of N (every N-th image) only; join the parts with `sepnms merge` once every "
+                        "shard is done.  Under torchrun the ranks split the images and rank 0 merges by itself")
+    p.add_argument("--flush-every", type=int, default=flush_default, metavar="IMAGES",
+                   help="write a part file every this many images (resume point after an interruption)"
+                        + (f"; default {flush_default}" if flush_default else ""))
+
+
+def _shard(text: Optional[str]) -> Optional[tuple[int, int]]:
+    """``i/n`` -> (i, n); None when not given."""
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SepNMSError(f"--shard must look like i/n (e.g. 0/4), not {text!r}") from None
+    if not 0 <= i < n:
+        raise SepNMSError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def _flush(args) -> dict[str, int]:
+    if args.flush_every is None:
+        return {}
+    if args.flush_every < 1:
+        raise SepNMSError(f"--flush-every must be >= 1, not {args.flush_every}")
+    return {"flush_every": args.flush_every}
 
 
 def _print(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, rank 0 speaks for all
+        print(json.dumps(obj, indent=2, default=str))
+
+
+def _sharded(args, cfg, run, merge, what: str) -> Any:
+    """Run a part-file stage over ``--shard`` / torchrun ranks / everything (engine.distributed)."""
+    from sepnms.engine.distributed import process_group, run_sharded
+
+    shard = _shard(args.shard)
+    with process_group(cfg.device):
+        result = run_sharded(run, merge, shard)
+    if shard is not None and shard[1] > 1:
+        log.info("shard %d/%d of %s done; once every shard is done: sepnms merge %s --config %s", shard[0], shard[1],
+                 what, what, args.config)
+    return result
 
 
 # ---------------------------------------------------------------------------------------
@@ -68,9 +103,12 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_encode_text(args) -> None:
-    from sepnms.engine.encode_text import encode_text
+    from sepnms.engine.encode_text import encode_text, merge_text
 
-    _print(encode_text(_cfg(args), overwrite=args.overwrite, progress=not args.quiet))
+    cfg = _cfg(args)
+    _print(_sharded(args, cfg, lambda shard, merge: encode_text(cfg, overwrite=args.overwrite, progress=not args.quiet,
+                                                                shard=shard, merge=merge, **_flush(args)),
+                    lambda: merge_text(cfg), "encode-text"))
 
 
 def cmd_train(args) -> None:
@@ -83,10 +121,30 @@ def cmd_train(args) -> None:
 
 
 def cmd_propose(args) -> None:
-    from sepnms.engine.propose import propose
+    from sepnms.engine.propose import merge_proposals, propose
 
-    paths = propose(_cfg(args), args.model, args.splits, progress=not args.quiet, reference=args.reference)
+    cfg = _cfg(args)
+    paths = _sharded(args, cfg, lambda shard, merge: propose(cfg, args.model, args.splits, progress=not args.quiet,
+                                                             reference=args.reference, shard=shard, merge=merge,
+                                                             **_flush(args)),
+                     lambda: merge_proposals(cfg, args.model, args.splits), "propose")
     _print({k: str(v) for k, v in paths.items()})
+
+
+def cmd_merge(args) -> None:
+    cfg = _cfg(args)
+    if args.stage == "propose":
+        from sepnms.engine.propose import merge_proposals
+
+        _print({k: str(v) for k, v in merge_proposals(cfg, args.model, args.splits).items()})
+    elif args.stage == "encode-text":
+        from sepnms.engine.encode_text import merge_text
+
+        _print(merge_text(cfg))
+    else:
+        from sepnms.clip.labeller import merge_clip_ctx
+
+        _print(merge_clip_ctx(cfg))
 
 
 def cmd_fuse(args) -> None:
@@ -121,6 +179,21 @@ def cmd_downstream(args) -> None:
           for e in exprs}
     acc = downstream_accuracy(load_predictions(args.predictions), gt, len(exprs))
     _print({"split": args.split, "expressions": len(exprs), "accuracy": acc})
+
+
+def cmd_clip_finetune(args) -> None:
+    from sepnms.clip.finetune import clip_finetune
+
+    _print(clip_finetune(_cfg(args), overwrite=args.overwrite, progress=not args.quiet))
+
+
+def cmd_clip_ctx(args) -> None:
+    from sepnms.clip.labeller import clip_ctx, merge_clip_ctx
+
+    cfg = _cfg(args)
+    _print(_sharded(args, cfg, lambda shard, merge: clip_ctx(cfg, overwrite=args.overwrite, progress=not args.quiet,
+                                                             shard=shard, merge=merge, **_flush(args)),
+                    lambda: merge_clip_ctx(cfg), "clip-ctx"))
 
 
 def cmd_demo(args) -> None:
@@ -161,8 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("encode-text", cmd_encode_text, "cache one BERT sentence vector per expression")
     p.add_argument("--overwrite", action="store_true")
+    _shard_args(p, 256)
 
-    p = add("train", cmd_train, "train Sep-NMS (or the Ref-NMS baseline); resumes from last.pt")
+    p = add("clip-finetune", cmd_clip_finetune, "fine-tune the CLIP-dagger heads on COCO captions (DAMSM losses); resumable")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("clip-ctx", cmd_clip_ctx, "CLIP-dagger context labels -> <workdir>/prepare/ctxdb_clip.json (raw scores kept)")
+    p.add_argument("--overwrite", action="store_true")
+    _shard_args(p, 64)
+
+    p = add("train", cmd_train, "train Sep-NMS (or the Ref-NMS baseline); resumes from last.pt; "
+                                "DistributedDataParallel under torchrun")
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="default: train.model")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
 
@@ -170,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None)
     p.add_argument("--splits", nargs="+", default=None, help="default: evaluate.splits")
     p.add_argument("--reference", action="store_true", help="slow per-expression path (for checking)")
+    _shard_args(p, None)
+
+    p = add("merge", cmd_merge, "join the part files of `--shard i/n` runs of propose, encode-text or clip-ctx")
+    p.add_argument("stage", choices=["propose", "encode-text", "clip-ctx"])
+    p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="propose: default train.model")
+    p.add_argument("--splits", nargs="+", default=None, help="propose: default evaluate.splits")
 
     p = add("fuse", cmd_fuse, "apply a fusion rule + class-wise NMS to scored candidates (no network)")
     p.add_argument("--model", default="sepnms", help="whose scored table (sepnms, refnms, sepnms_clipctx)")
@@ -201,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "device", None):
+        args.overrides = [*args.overrides, f"device={args.device}"]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

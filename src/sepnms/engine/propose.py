@@ -8,19 +8,27 @@ benchmark.  Output: ``<workdir>/proposals/<name>/<split>.h5`` (``sepnms.io.propo
 """
 from __future__ import annotations
 
-import shutil
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from sepnms.config import Config
 from sepnms.data.candidates import Candidates
+from sepnms.engine.distributed import resolve_device
 from sepnms.engine.inputs import HeadCache, Workspace, pad_words
+from sepnms.clip.labeller import clip_autocast
 from sepnms.engine.train import load_checkpoint, model_dir, run_name
-from sepnms.io.proposals import ExpressionCandidates, ProposalTable, proposals_path, read_proposals, write_proposals
+from sepnms.errors import InputError
+from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, shard_keys
+from sepnms.io.proposals import FORMAT as PROPOSALS_FORMAT
+from sepnms.io.proposals import VERSION as PROPOSALS_VERSION
+from sepnms.io.proposals import ExpressionCandidates, ProposalTable, proposals_path, write_proposals
 from sepnms.models.relatedness import location_features
 from sepnms.models.sepnms_model import SepNMSModel, build_model
 
@@ -33,15 +41,33 @@ def load_trained(cfg: Config, ws: Workspace, model_type: str, which: str = "best
     return model.to(cfg.device).eval()
 
 
+#: RoIs per pass through the layer4 head in ``score_image``.  A fixed batch keeps the sizes of
+#: the head's large activations to a small set: with one pass over all M candidates every image
+#: allocates differently sized tensors, glibc's allocator fragments, and the peak RSS of a long
+#: ``propose`` keeps growing (benchmarks/RESULTS.md); with fixed chunks it stays flat, at no cost.
+HEAD_CHUNK = 32
+
+
+def head_features(model: SepNMSModel, head: torch.Tensor, boxes: torch.Tensor, scale: float,
+                  chunk: Optional[int] = None) -> torch.Tensor:
+    """head [1, C, Hf, Wf], boxes [M, 4] xyxy -> [M, head_out] RoI features, ``chunk`` (default
+    ``HEAD_CHUNK``) RoIs at a time."""
+    chunk = chunk or HEAD_CHUNK
+    if len(boxes) <= chunk:
+        return model.roi_features(head, boxes, scale)
+    return torch.cat([model.roi_features(head, boxes[i:i + chunk], scale) for i in range(0, len(boxes), chunk)])
+
+
 @torch.no_grad()
 def score_image(
     model: SepNMSModel, head: torch.Tensor, scale: float, cand: Candidates, exprs: list[dict[str, Any]],
     ws: Workspace, width: float, height: float, device: str = "cpu", chunk: int = 64,
 ) -> list[ExpressionCandidates]:
-    """Score all ``exprs`` of one image over its candidate pool (head run once)."""
+    """Score all ``exprs`` of one image over its candidate pool: the head runs once per candidate
+    (in chunks of ``HEAD_CHUNK`` RoIs), the branches over ``chunk`` expressions at a time."""
     boxes = torch.from_numpy(cand.box).to(device)
     m = len(cand)
-    feats = model.roi_features(head.to(device), boxes, scale)  # [M, D]
+    feats = head_features(model, head.to(device), boxes, scale)  # [M, D]
     loc = location_features(boxes, width, height)  # [M, 5]
     out: list[ExpressionCandidates] = []
     for start in range(0, len(exprs), chunk):
@@ -91,100 +117,215 @@ def per_expression_scores(
     return out
 
 
+def images_of_split(refdb, split: str) -> dict[int, list[dict]]:
+    """``{image_id: its expressions of split, in refdb order}``, image ids sorted."""
+    by_image: dict[int, list[dict]] = {}
+    for e in refdb.split(split):
+        by_image.setdefault(int(e["image_id"]), []).append(e)
+    return dict(sorted(by_image.items()))
+
+
 def iter_images(ws: Workspace, split: str, shard: tuple[int, int] = (0, 1)) -> Iterable[tuple[int, list[dict]]]:
     """(image_id, its expressions of ``split``) for this shard (images split round-robin)."""
-    by_image: dict[int, list[dict]] = {}
-    for e in ws.refdb.split(split):
-        by_image.setdefault(int(e["image_id"]), []).append(e)
-    i, n = shard
-    for k, iid in enumerate(sorted(by_image)):
-        if k % n == i:
-            yield iid, by_image[iid]
+    by_image = images_of_split(ws.refdb, split)
+    for iid in shard_keys(by_image, shard):
+        yield iid, by_image[iid]
 
 
-def _parts_dir(path: Path) -> Path:
-    return path.with_name(path.stem + ".parts")
+def image_path(cfg: Config, ws: Workspace, image_id: int) -> Path:
+    name = ws.refdb.images[int(image_id)].get("file_name") or f"COCO_train2014_{int(image_id):012d}.jpg"
+    return cfg.images_dir() / name
 
 
-def _done_images(parts: Path) -> set[int]:
-    """Image ids already scored (recorded in the attrs of finished part files)."""
-    done: set[int] = set()
-    for part in sorted(parts.glob("part-*.h5")):
-        table = read_proposals(part)
-        done.update(int(v) for v in table.attrs.get("images", "").split(",") if v)
-    return done
+def add_clip_scores(cfg: Config, dagger, ws: Workspace, image_id: int, cand: Candidates,
+                    exprs: list[dict[str, Any]], scored: list[ExpressionCandidates]) -> None:
+    """Add ``clip_score`` (softmax over the image's candidate crops) and ``clip_cos`` columns,
+    computed from the *proposal* crops (never from ground-truth boxes); crops encoded once."""
+    from PIL import Image
+
+    from sepnms.clip.proposals import clip_scores_for_image
+
+    path = image_path(cfg, ws, image_id)
+    try:
+        with Image.open(path) as img:
+            image = img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read the image of image_id {image_id}: {exc}") from None
+    with clip_autocast(cfg):
+        cos, score = clip_scores_for_image(dagger, image, cand.box, [e["sent"] for e in exprs], cfg.clip.score_scale,
+                                           cfg.clip.image_size, cfg.clip.bgr_parity)
+    for i, sc in enumerate(scored):
+        sc.scores["clip_score"] = score[i].float().numpy()
+        sc.scores["clip_cos"] = cos[i].float().numpy()
 
 
-def merge_parts(path: Path, split: str, expected_images: list[int], attrs: dict[str, str]) -> bool:
-    """Join the part files of ``path`` into one table (image order, then refdb order) if every
-    expected image is covered; remove the parts.  Returns whether the final file was written."""
-    parts = _parts_dir(path)
-    if not parts.is_dir():
-        return path.is_file()
-    if not set(expected_images) <= _done_images(parts):
-        return False
-    exprs: list[ExpressionCandidates] = []
-    for part in sorted(parts.glob("part-*.h5")):
-        exprs.extend(read_proposals(part).expressions)
-    order = {iid: k for k, iid in enumerate(sorted(expected_images))}
-    exprs.sort(key=lambda e: order[e.image_id])  # stable: keeps refdb order inside an image
-    write_proposals(path, ProposalTable(split, "scored", exprs, attrs))
-    shutil.rmtree(parts)
-    return True
+# ---------------------------------------------------------------------------------------
+# part files and their merge
+
+
+def _part_images(path: Path) -> list[int]:
+    """The image ids a proposal part covers (its ``images`` attr; the rows are not read)."""
+    try:
+        with h5py.File(path, "r") as f:
+            text = str(f.attrs.get("meta_images", ""))
+    except OSError as exc:
+        raise InputError(path, f"unreadable proposal part ({exc}); delete it and re-run propose") from None
+    return [int(v) for v in text.split(",") if v]
+
+
+def _outputs(cfg: Config, model_type: str) -> tuple[str, dict[str, str], str]:
+    """(run name, attrs of the final tables, fingerprint of the parts): the parts depend on the
+    model config, the trained weights (digest of ``best.pt``) and the CLIP scoring set-up."""
+    name = run_name(cfg, model_type)
+    attrs = {"model": name, "config": cfg.fingerprint("model", "train")}
+    ckpt = model_dir(cfg, name) / "best.pt"
+    if not ckpt.is_file():
+        raise InputError(ckpt, "checkpoint not found (run `sepnms train` first)")
+    key = {"attrs": attrs, "weights": file_digest(ckpt)}
+    if cfg.clip.score_proposals:
+        from sepnms.clip.model import default_heads_path
+
+        attrs["clip"] = "proposal crops"
+        heads = default_heads_path(cfg)
+        key["clip"] = {"config": cfg.fingerprint("clip"), "heads": file_digest(heads) if heads.is_file() else None}
+    return name, attrs, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _parts(cfg: Config, name: str, split: str, fingerprint: str) -> PartFiles:
+    return PartFiles(proposals_path(cfg.workdir, name, split), ".h5", fingerprint, _part_images)
+
+
+#: per-candidate columns of the proposals layout: (shape after the row axis, dtype); score columns
+#: not listed are float32 [M]
+_ROW_LAYOUT = {"box": ((4,), np.float32), "cls_idx": ((), np.int32), "det_score": ((), np.float32)}
+
+
+def write_merged_proposals(parts: list[Path], out: Path, split: str, attrs: dict[str, str],
+                           image_order: list[int]) -> None:
+    """Join proposal part files into one ``sepnms-proposals`` table at ``out``, streaming.
+
+    Expressions come in ``image_order``, in their part's (refdb) order inside an image.  Only the
+    per-expression index (ids, offsets: O(expressions) integers) is held in memory; the candidate
+    rows are copied image by image from the parts into preallocated datasets.
+    """
+    files = [h5py.File(p, "r") for p in parts]
+    try:
+        cols: Optional[str] = None
+        where: dict[int, tuple[int, int, int]] = {}  # image id -> (part, first expr, end expr)
+        offsets = []
+        for k, f in enumerate(files):
+            if f.attrs.get("format") != PROPOSALS_FORMAT or int(f.attrs.get("version", -1)) != PROPOSALS_VERSION:
+                raise InputError(parts[k], f"not a {PROPOSALS_FORMAT} v{PROPOSALS_VERSION} part")
+            if cols is None:
+                cols = str(f.attrs.get("score_columns", ""))
+            elif str(f.attrs.get("score_columns", "")) != cols:
+                raise InputError(parts[k], f"score columns {f.attrs.get('score_columns')!r} differ from {cols!r}")
+            iids = f["image_id"][()]
+            offsets.append(f["offsets"][()])
+            bounds = np.flatnonzero(np.diff(iids)) + 1
+            for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(iids)]):
+                where[int(iids[s])] = (k, int(s), int(e))
+        blocks = [where[iid] for iid in image_order if iid in where]  # (part, first expr, end expr)
+        rows = [(k, int(offsets[k][s]), int(offsets[k][e])) for k, s, e in blocks]  # (part, first row, end row)
+        counts = np.concatenate([np.diff(offsets[k][s:e + 1]) for k, s, e in blocks]) if blocks else np.zeros(0, np.int64)
+        score_cols = [c for c in (cols or "").split(",") if c]
+        with h5py.File(out, "w") as g:
+            g.attrs.update({"format": PROPOSALS_FORMAT, "version": PROPOSALS_VERSION, "split": split,
+                            "stage": "scored", "score_columns": ",".join(score_cols)})
+            for key, value in attrs.items():
+                g.attrs[f"meta_{key}"] = str(value)
+            for key in ("sent_id", "ref_id", "image_id"):
+                g.create_dataset(key, data=np.concatenate([files[k][key][s:e] for k, s, e in blocks]).astype(np.int64)
+                                 if blocks else np.zeros(0, np.int64))
+            g.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+            total = int(counts.sum())
+            for key in ("box", "cls_idx", "det_score", *score_cols):
+                shape, dtype = _ROW_LAYOUT.get(key, ((), np.float32))
+                dst = g.create_dataset(key, shape=(total, *shape), dtype=dtype)
+                at = 0
+                for k, a, b in rows:
+                    dst[at:at + b - a] = files[k][key][a:b]
+                    at += b - a
+    finally:
+        for f in files:
+            f.close()
+
+
+def merge_proposals(cfg: Config, model_type: Optional[str] = None, splits: Optional[list[str]] = None,
+                    ) -> dict[str, Path]:
+    """Merge the part files of every split (``sepnms merge propose``, or rank 0 under torchrun).
+
+    Raises an InputError naming the missing images when a split is not fully covered.
+    """
+    from sepnms.data.refdb import load_refdb
+
+    model_type = model_type or cfg.train.model
+    name, attrs, fingerprint = _outputs(cfg, model_type)
+    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    written = {}
+    for split in splits or cfg.evaluate.splits:
+        parts = _parts(cfg, name, split, fingerprint)
+        if not parts.exists() and not parts.final.is_file():
+            raise InputError(parts.folder, f"no proposal parts for split {split!r}: run `sepnms propose` first")
+        if not _merge_split(parts, refdb, split, attrs):
+            raise InputError(parts.folder, describe_missing(parts, parts.missing(images_of_split(refdb, split))))
+        written[split] = parts.final
+    return written
+
+
+def _merge_split(parts: PartFiles, refdb, split: str, attrs: dict[str, str]) -> bool:
+    images = list(images_of_split(refdb, split))
+    return parts.merge(images, lambda paths, tmp: write_merged_proposals(paths, tmp, split, attrs, images))
 
 
 def propose(cfg: Config, model_type: Optional[str] = None, splits: Optional[list[str]] = None,
             progress: bool = True, reference: bool = False, shard: tuple[int, int] = (0, 1),
-            flush_every: int = 64, merge: bool = True) -> dict[str, Path]:
+            flush_every: Optional[int] = None, merge: bool = True) -> dict[str, Path]:
     """Score the candidates of every expression of ``splits``.
 
-    Work is streamed per image and flushed every ``flush_every`` images to part files
-    (``<split>.parts/part-<first image>.h5``, atomic); a re-run skips images already scored, so an
-    interrupted run resumes without redoing work.  ``shard=(i, n)`` scores every n-th image only;
-    once every image of a split is covered (by this or other shards) the parts are merged into
-    ``<workdir>/proposals/<name>/<split>.h5``.  Returns the final paths (or the parts folders of
-    splits still waiting for other shards).
+    Work is streamed per image and written every ``flush_every`` images (default
+    ``propose.flush_every``) to part files
+    (``<split>.parts/part-<first image>.h5``, atomic; see ``sepnms.io.parts``): a re-run skips
+    images already scored, so an interrupted run resumes without redoing work.  ``shard=(i, n)``
+    scores every n-th image only (other processes do the rest).  With ``merge``, once every image
+    of a split is covered the parts are merged into ``<workdir>/proposals/<name>/<split>.h5``.
+    Returns the final paths (or the parts folders of splits still waiting for other shards).
+    Parts written with another model or config are discarded, never mixed in.
     """
     model_type = model_type or cfg.train.model
+    flush_every = flush_every or cfg.propose.flush_every
+    cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})  # cuda -> cuda:<LOCAL_RANK>
+    name, attrs, fingerprint = _outputs(cfg, model_type)
     ws = Workspace.open(cfg, need_text=(model_type == "sepnms"))
     model = load_trained(cfg, ws, model_type)
     heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=2)
-    name = run_name(cfg, model_type)
-    attrs = {"model": name, "config": cfg.fingerprint("model", "train")}
     fn = per_expression_scores if reference else score_image
+    dagger = None
+    if cfg.clip.score_proposals:
+        from sepnms.clip.model import load_dagger
+
+        dagger = load_dagger(cfg, device=cfg.device)
     written = {}
     for split in splits or cfg.evaluate.splits:
-        path = proposals_path(cfg.workdir, name, split)
-        parts = _parts_dir(path)
-        all_images = [iid for iid, _ in iter_images(ws, split)]
-        if path.is_file() and not parts.is_dir():
-            path.unlink()  # a finished table from an earlier run: recompute
-        done = _done_images(parts) if parts.is_dir() else set()
-        todo = [(iid, ex) for iid, ex in iter_images(ws, split, shard) if iid not in done]
-        buffer: list[ExpressionCandidates] = []
-        buffer_images: list[int] = []
-
-        def flush() -> None:
-            if not buffer_images:
-                return
-            write_proposals(parts / f"part-{buffer_images[0]:012d}.h5",
-                            ProposalTable(split, "scored", list(buffer),
-                                          {**attrs, "images": ",".join(map(str, buffer_images))}))
-            buffer.clear()
-            buffer_images.clear()
-
-        for iid, exprs in tqdm(todo, desc=f"propose {name} {split}", disable=not progress):
-            head, scale = heads.get(iid)
-            w, h = ws.refdb.image_size(iid)
-            buffer.extend(fn(model, head, scale, ws.candidates.get(iid), exprs, ws, float(w), float(h), cfg.device))
-            buffer_images.append(iid)
-            if len(buffer_images) >= flush_every:
-                flush()
-        if todo or not parts.is_dir():
-            parts.mkdir(parents=True, exist_ok=True)
-        flush()
-        if merge and merge_parts(path, split, all_images, attrs):
-            written[split] = path
-        else:
-            written[split] = parts
+        parts = _parts(cfg, name, split, fingerprint)
+        done = parts.begin()
+        by_image = images_of_split(ws.refdb, split)
+        mine = shard_keys(by_image, shard)
+        bar = tqdm(total=len(mine), initial=sum(1 for iid in mine if iid in done),
+                   desc=f"propose {name} {split}", disable=not progress)
+        for chunk in chunked(mine, flush_every, done):
+            scored: list[ExpressionCandidates] = []
+            for iid in chunk:
+                head, scale = heads.get(iid)
+                w, h = ws.refdb.image_size(iid)
+                cand = ws.candidates.get(iid)
+                out = fn(model, head, scale, cand, by_image[iid], ws, float(w), float(h), cfg.device)
+                if dagger is not None:
+                    add_clip_scores(cfg, dagger, ws, iid, cand, by_image[iid], out)
+                scored.extend(out)
+                bar.update(1)
+            write_proposals(parts.part_path(chunk),
+                            ProposalTable(split, "scored", scored, {**attrs, "images": ",".join(map(str, chunk))}))
+        bar.close()
+        written[split] = parts.final if merge and _merge_split(parts, ws.refdb, split, attrs) else parts.folder
     return written

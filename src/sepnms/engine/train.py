@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -23,8 +22,11 @@ from tqdm import tqdm
 
 from sepnms import __version__
 from sepnms.config import Config
+from sepnms.engine.distributed import (all_reduce_sum, barrier, broadcast_buffers, process_group, rank_world,
+                                       resolve_device)
 from sepnms.engine.inputs import TrainingSet, Workspace, collate
 from sepnms.errors import InputError
+from sepnms.io.checkpoints import torch_load_weights
 from sepnms.io.atomic import atomic_path, atomic_write_json
 from sepnms.models.sepnms_model import SepNMSModel, build_model
 
@@ -105,7 +107,8 @@ def batch_loss(ref_logit, ctx_logit, batch, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validation_loss(step: torch.nn.Module, loader: DataLoader, device: str, use_text: bool) -> float:
+def validation_sums(step: torch.nn.Module, loader: DataLoader, device: str, use_text: bool) -> tuple[float, int]:
+    """(sum over expressions of the mean RoI loss, number of expressions) of ``loader``."""
     was_training = step.training
     step.eval()
     total, count = 0.0, 0
@@ -114,6 +117,11 @@ def validation_loss(step: torch.nn.Module, loader: DataLoader, device: str, use_
         total += float(batch_loss(ref, ctx, batch, device)) * ctx.shape[0]
         count += ctx.shape[0]
     step.train(was_training)
+    return total, count
+
+
+def validation_loss(step: torch.nn.Module, loader: DataLoader, device: str, use_text: bool) -> float:
+    total, count = validation_sums(step, loader, device, use_text)
     return total / max(count, 1)
 
 
@@ -133,10 +141,7 @@ def load_checkpoint(path: Path, cfg: Optional[Config] = None, model_type: Option
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found (run `sepnms train` first)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, foreign pickle ...
-        raise InputError(path, f"not a loadable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+    ckpt = torch_load_weights(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         raise InputError(path, "not a sepnms checkpoint")
     if model_type is not None and ckpt["model_type"] != model_type:
@@ -156,26 +161,33 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def train(cfg: Config, model_type: Optional[str] = None, resume: bool = True, progress: bool = True,
           stop_after_steps: Optional[int] = None) -> dict[str, Any]:
     """Train a model; returns a summary (best val loss, steps, timings).
 
     ``stop_after_steps`` stops early (as an interruption would) after that many steps in this
     call - for tests of resuming.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel (see
+    ``sepnms.engine.distributed``): each rank takes every ``WORLD_SIZE``-th batch (so the
+    effective batch is ``WORLD_SIZE x train.batch_size``), validation is split over the ranks and
+    summed (every rank gets the same val loss and takes the same scheduler step), only rank 0
+    writes checkpoints, logs and the summary.  A run resumes only with the world size it was
+    started with.
     """
+    with process_group(cfg.device):
+        return _train(cfg, model_type, resume, progress, stop_after_steps)
+
+
+def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
+           stop_after_steps: Optional[int]) -> dict[str, Any]:
     t = cfg.train
     model_type = model_type or t.model
     name = run_name(cfg, model_type)
     out = model_dir(cfg, name)
     out.mkdir(parents=True, exist_ok=True)
-    rank, world = _distributed()
-    device = cfg.device
+    rank, world = rank_world()
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
     ws = Workspace.open(cfg, need_text=(model_type == "sepnms"), need_ctx=True)
@@ -188,24 +200,33 @@ def train(cfg: Config, model_type: Optional[str] = None, resume: bool = True, pr
 
     train_set = TrainingSet(ws, t.train_split)
     val_set = TrainingSet(ws, t.val_split, t.val_max_expressions, fixed_epoch=-1)
-    state = {"epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "history": []}
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "history": [], "world_size": world}
     last = out / "last.pt"
     if resume and last.is_file():
         ckpt = load_checkpoint(last, cfg, model_type)
+        if ckpt["state"].get("world_size", 1) != world:
+            raise InputError(last, f"this run was started with {ckpt['state'].get('world_size', 1)} process(es), now "
+                                   f"{world}: resume it with the same number (the epoch position is per rank), "
+                                   f"or start again with --no-resume")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
         _set_rng_state(ckpt["rng"])
         log.info("resumed %s at step %d", last, state["step"])
-    elif not resume:
+    elif not resume and rank == 0:
         for stale in (last, out / "best.pt"):
             stale.unlink(missing_ok=True)
+    barrier()  # no rank reads or writes checkpoints before rank 0 has removed stale ones
 
     use_text = model.ref_relatedness is not None
     step_module: torch.nn.Module = RoIForward(model)
     if world > 1:
-        step_module = torch.nn.parallel.DistributedDataParallel(step_module)
+        # same init everywhere (DDP also broadcasts rank 0's weights); dropout differs per rank
+        torch.manual_seed(hash((cfg.seed, rank, state["step"])) % (1 << 62))
+        cuda = device.startswith("cuda")
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[torch.device(device).index] if cuda else None)
 
     sampler = EpochBatches(len(train_set), t.batch_size, t.epochs, cfg.seed, state["epoch"], state["batch"], rank, world)
     if sampler.batches_per_epoch() == 0:
@@ -214,7 +235,9 @@ def train(cfg: Config, model_type: Optional[str] = None, resume: bool = True, pr
     loader_kw = dict(collate_fn=collate, num_workers=t.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
                      persistent_workers=False, pin_memory=device.startswith("cuda"))
     loader = DataLoader(train_set, batch_sampler=sampler, **loader_kw)
-    val_loader = DataLoader(val_set, batch_size=t.batch_size, shuffle=False, **loader_kw)
+    # each rank validates every world-th expression; the sums are all-reduced
+    val_part = val_set if world == 1 else torch.utils.data.Subset(val_set, range(rank, len(val_set), world))
+    val_loader = DataLoader(val_part, batch_size=t.batch_size, shuffle=False, **loader_kw)
     total_steps = sampler.batches_per_epoch() * t.epochs
     if t.max_steps is not None:
         total_steps = min(total_steps, t.max_steps)
@@ -233,7 +256,9 @@ def train(cfg: Config, model_type: Optional[str] = None, resume: bool = True, pr
                                "state": state, "rng": _rng_state()})
 
     def evaluate_and_step() -> None:
-        vloss = validation_loss(RoIForward(model), val_loader, device, use_text)
+        broadcast_buffers(model)  # rank 0's BatchNorm statistics everywhere: one model is validated
+        total, count = all_reduce_sum(validation_sums(RoIForward(model), val_loader, device, use_text))
+        vloss = total / max(count, 1)
         scheduler.step(vloss)
         state["history"].append({"step": state["step"], "val_loss": vloss,
                                  "lr": [g["lr"] for g in optimizer.param_groups]})
@@ -271,7 +296,7 @@ def train(cfg: Config, model_type: Optional[str] = None, resume: bool = True, pr
         if writer:
             writer.add_scalar("train/loss", float(loss.detach()), state["step"])
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", best_val=f"{state['best_val']:.3f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", best_val=f"{state['best_val']:.3f}")
         if state["step"] % t.eval_every == 0:
             evaluate_and_step()
         if state["step"] % t.checkpoint_every == 0 or state["step"] % t.eval_every == 0:

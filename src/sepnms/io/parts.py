@@ -1,0 +1,182 @@
+"""Part files: outputs written piece by piece, resumable, shardable, then merged into one file.
+
+A stage that works image by image (``propose``, ``encode-text``, ``clip-ctx``) does not hold its
+whole output in memory and does not write it once at the end.  It writes *parts*::
+
+    <folder>/<final name>.parts/
+        meta.json                   {"fingerprint": ...}: what produced these parts
+        part-<first key:012d><ext>  one chunk of work units (image ids), written atomically
+
+Each part records the keys (image ids) it covers; the format-specific ``read_keys`` callback
+returns them.  The part writers are atomic (temp file + rename), so a killed process leaves whole
+parts or none, never a truncated one.  On a re-run:
+
+* parts of the same fingerprint are kept and their keys skipped (no work is redone);
+* parts of another fingerprint (other model, other config) are discarded as stale;
+* with no parts folder, a final file left by an earlier run is removed first (the stage is being
+  re-run from scratch, so the old output must not pass for the new one).
+
+Several processes may write into the same folder (``--shard i/n``, torchrun ranks), each over
+its own keys.  When every expected key is covered, :meth:`PartFiles.merge` joins the parts into
+the final file (atomically) and removes the folder.  A lock file beside the final file
+(``.<final name>.lock``, ``fcntl.flock``) serialises the start-of-run checks and the merge
+between processes on one machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from sepnms.errors import InputError
+from sepnms.io.atomic import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+
+
+def file_digest(path: Path) -> str:
+    """A short sha256 of a file's bytes (to tie parts to the weights that produced them)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def chunked(keys: Sequence[int], size: int, done: set[int]) -> Iterator[list[int]]:
+    """Consecutive chunks of ``size`` keys (fixed boundaries over ``keys``), minus the ``done``
+    keys; chunks left empty are skipped.  Boundaries do not depend on ``done``, so a resumed run
+    groups the remaining work exactly as an uninterrupted run would have."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, not {size}")
+    for start in range(0, len(keys), size):
+        todo = [k for k in keys[start:start + size] if k not in done]
+        if todo:
+            yield todo
+
+
+def shard_keys(keys: Iterable[int], shard: tuple[int, int]) -> list[int]:
+    """The keys of shard ``(i, n)``: every n-th of the sorted keys, starting at the i-th."""
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {i}/{n}: need 0 <= i < n")
+    return [k for j, k in enumerate(sorted(keys)) if j % n == i]
+
+
+class PartFiles:
+    """The parts folder of one final output file.
+
+    Args:
+        final: the final output path (``.../val.h5``); parts go to ``.../val.parts/``.
+        ext: the part files' extension (``.h5``, ``.json``).
+        fingerprint: identifies what produces the parts (config, model weights ...).
+        read_keys: part path -> the keys it covers (should read only what it needs).
+    """
+
+    def __init__(self, final: Path, ext: str, fingerprint: str, read_keys: Callable[[Path], Iterable[int]]):
+        self.final = Path(final)
+        self.folder = self.final.with_name(self.final.stem + ".parts")
+        self.ext, self.fingerprint, self._read_keys = ext, fingerprint, read_keys
+
+    # -- locking -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive lock shared by every process working on this output (same machine)."""
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.final.with_name(f".{self.final.name}.lock"), "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    # -- state -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.folder.is_dir()
+
+    def paths(self) -> list[Path]:
+        """The finished parts, sorted by name (temp files of writers in progress excluded)."""
+        return sorted(self.folder.glob(f"part-*{self.ext}")) if self.exists() else []
+
+    def done(self) -> set[int]:
+        """The keys covered by finished parts."""
+        keys: set[int] = set()
+        for part in self.paths():
+            keys.update(int(k) for k in self._read_keys(part))
+        return keys
+
+    def part_path(self, keys: Sequence[int]) -> Path:
+        """Where the part covering ``keys`` goes (named by its first key; keys are never in two
+        parts, so names never clash)."""
+        if not keys:
+            raise ValueError("a part covers at least one key")
+        return self.folder / f"part-{int(keys[0]):012d}{self.ext}"
+
+    def _meta_fingerprint(self) -> str | None:
+        try:
+            return json.loads((self.folder / META).read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    # -- life cycle --------------------------------------------------------------------
+    def begin(self) -> set[int]:
+        """Start (or resume) writing parts; returns the keys already done.
+
+        Stale parts (another fingerprint, or no readable meta) are discarded; with no parts
+        folder, a final file of an earlier run is removed.  Safe to call from several processes.
+        """
+        with self.lock():
+            if self.exists() and self._meta_fingerprint() != self.fingerprint:
+                log.warning("%s: discarding parts of another run (fingerprint %s, now %s)", self.folder,
+                            self._meta_fingerprint(), self.fingerprint)
+                self._remove_folder()
+            if not self.exists():
+                self.final.unlink(missing_ok=True)
+                self.folder.mkdir(parents=True)
+                atomic_write_json(self.folder / META, {"fingerprint": self.fingerprint, "final": self.final.name})
+            return self.done()
+
+    def missing(self, expected: Iterable[int]) -> set[int]:
+        return set(int(k) for k in expected) - self.done()
+
+    def merge(self, expected: Iterable[int], merger: Callable[[list[Path], Path], None]) -> bool:
+        """If the parts cover every ``expected`` key, write the final file with
+        ``merger(parts, tmp_path)`` (then renamed atomically onto the final path) and remove the
+        parts folder.  Returns whether the final file now exists complete: False while keys are
+        missing; True without work when another process merged already."""
+        expected = sorted(set(int(k) for k in expected))
+        with self.lock():
+            if not self.exists():
+                return self.final.is_file()
+            if self._meta_fingerprint() != self.fingerprint:
+                raise InputError(self.folder, "these parts were written by another configuration or model; "
+                                              "re-run the stage to replace them")
+            missing = self.missing(expected)
+            if missing:
+                return False
+            with atomic_path(self.final) as tmp:
+                merger(self.paths(), tmp)
+            self._remove_folder()
+            return True
+
+    def _remove_folder(self) -> None:
+        """Rename away first (atomic), then delete: a crash mid-delete leaves no half folder."""
+        trash = self.folder.with_name(f".{self.folder.name}.trash-{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def describe_missing(parts: PartFiles, missing: set[int], what: str = "images") -> str:
+    """A message for an incomplete merge: how many keys are missing, and an example."""
+    first = min(missing)
+    return (f"{parts.folder}: {len(missing)} {what} not done yet (e.g. {first}); run the remaining shards "
+            f"(or the stage without --shard) first")
