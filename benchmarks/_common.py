@@ -68,17 +68,9 @@ def build_workdir(root: Path, n_images: int, size: str = "paper", seed: int = 0,
 
 def save_random_checkpoint(cfg: Config, model_type: str = "sepnms", seed: int = 0) -> Path:
     """A randomly initialised model saved as ``best.pt``, so ``propose`` can load it."""
-    from sepnms.engine.inputs import Workspace
-    from sepnms.engine.train import checkpoint_meta, model_dir, run_name, save_checkpoint
-    from sepnms.models.sepnms_model import build_model
+    from sepnms.engine.train import save_initial_checkpoint
 
-    ws = Workspace.open(cfg, need_text=False)
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, torch.from_numpy(ws.word_vectors), model_type)
-    path = model_dir(cfg, run_name(cfg, model_type)) / "best.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, {**checkpoint_meta(cfg, model_type), "model": model.state_dict()})
-    return path
+    return save_initial_checkpoint(cfg, model_type, seed)
 
 
 def cpu_model() -> str:

@@ -40,3 +40,19 @@ def prepared(tiny_world, tmp_path_factory):
     prepare(cfg, progress=False)
     encode_text(cfg, progress=False)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def trained(prepared, tmp_path_factory):
+    """A prepared workdir with a (barely) trained Sep-NMS model: best.pt and last.pt."""
+    import shutil
+
+    from sepnms.engine.train import train
+
+    work = tmp_path_factory.mktemp("trained") / "work"
+    shutil.copytree(prepared.workdir, work)
+    cfg = prepared.model_copy(update={"workdir": work}, deep=True)
+    cfg.train.max_steps = 2
+    cfg.train.val_max_expressions = 4
+    train(cfg, "sepnms", resume=False, progress=False)
+    return work

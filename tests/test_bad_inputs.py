@@ -160,21 +160,6 @@ def assert_no_proposals_written(work: Path, before: dict[str, str], tmp_path: Pa
     assert [k for k in after if k not in before and (k.endswith(".h5") or "part-" in k)] == []
     assert temp_files(tmp_path) == []
 
-
-@pytest.fixture(scope="module")
-def trained(prepared, tmp_path_factory):
-    """A prepared workdir with a (barely) trained Sep-NMS model: best.pt and last.pt."""
-    from sepnms.engine.train import train
-
-    work = tmp_path_factory.mktemp("trained") / "work"
-    shutil.copytree(prepared.workdir, work)
-    cfg = prepared.model_copy(update={"workdir": work}, deep=True)
-    cfg.train.max_steps = 2
-    cfg.train.val_max_expressions = 4
-    train(cfg, "sepnms", resume=False, progress=False)
-    return work
-
-
 def val_image(work: Path) -> int:
     refdb = json.loads((work / "prepare" / "refdb.json").read_text())
     return sorted(int(e["image_id"]) for e in refdb["expressions"] if e["split"] == "val")[0]

@@ -69,21 +69,6 @@ def sigkill(proc: subprocess.Popen) -> None:
 def temp_files(root: Path) -> list[Path]:
     return list(root.rglob(".*.tmp"))
 
-
-@pytest.fixture(scope="module")
-def trained(prepared, tmp_path_factory):
-    """A prepared workdir with a Sep-NMS model (best.pt) to propose with."""
-    from sepnms.engine.train import train
-
-    work = tmp_path_factory.mktemp("crash_trained") / "work"
-    shutil.copytree(prepared.workdir, work)
-    cfg = prepared.model_copy(update={"workdir": work}, deep=True)
-    cfg.train.max_steps = 2
-    cfg.train.val_max_expressions = 4
-    train(cfg, "sepnms", resume=False, progress=False)
-    return work
-
-
 # =======================================================================================
 # train
 

@@ -22,7 +22,7 @@ from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.engine.distributed import resolve_device
 from sepnms.engine.workdir import STAGE_SECTIONS, check_stage, write_manifest
 from sepnms.errors import ConfigError, InputError
-from sepnms.io.parts import PartFiles, chunked, describe_missing, shard_keys
+from sepnms.io.parts import PartFiles, chunked, describe_missing, h5_attr_keys, shard_keys
 from sepnms.text.sentence_encoder import build_tiny_encoder, encode_sentences, load_encoder, save_vectors
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,7 @@ def _by_image(refdb: RefDB) -> dict[int, list[dict]]:
 
 
 def _part_images(path: Path) -> list[int]:
-    try:
-        with h5py.File(path, "r") as f:
-            text = str(f.attrs.get("images", ""))
-    except OSError as exc:
-        raise InputError(path, f"unreadable sentence-vector part ({exc}); delete it and re-run encode-text") from None
-    return [int(v) for v in text.split(",") if v]
+    return h5_attr_keys(path, "images", "sentence-vector")
 
 
 def _outputs(cfg: Config) -> tuple[PartFiles, dict[str, Any]]:

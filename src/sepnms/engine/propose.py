@@ -25,7 +25,7 @@ from sepnms.engine.inputs import HeadCache, Workspace, pad_words
 from sepnms.clip.labeller import clip_autocast
 from sepnms.engine.train import load_checkpoint, model_dir, run_name
 from sepnms.errors import InputError
-from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, shard_keys
+from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.proposals import FORMAT as PROPOSALS_FORMAT
 from sepnms.io.proposals import VERSION as PROPOSALS_VERSION
 from sepnms.io.proposals import ExpressionCandidates, ProposalTable, proposals_path, write_proposals
@@ -164,13 +164,7 @@ def add_clip_scores(cfg: Config, dagger, ws: Workspace, image_id: int, cand: Can
 
 
 def _part_images(path: Path) -> list[int]:
-    """The image ids a proposal part covers (its ``images`` attr; the rows are not read)."""
-    try:
-        with h5py.File(path, "r") as f:
-            text = str(f.attrs.get("meta_images", ""))
-    except OSError as exc:
-        raise InputError(path, f"unreadable proposal part ({exc}); delete it and re-run propose") from None
-    return [int(v) for v in text.split(",") if v]
+    return h5_attr_keys(path, "meta_images", "proposal")
 
 
 def _outputs(cfg: Config, model_type: str) -> tuple[str, dict[str, str], str]:

@@ -136,6 +136,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def save_initial_checkpoint(cfg: Config, model_type: str = "sepnms", seed: int = 0, which: str = "best") -> Path:
+    """Save a freshly initialised model as ``<models>/<name>/<which>.pt`` (benchmarks, tests and
+    smoke runs of ``propose`` that need weights but no training)."""
+    ws = Workspace.open(cfg, need_text=False)
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, torch.from_numpy(ws.word_vectors), model_type)
+    path = model_dir(cfg, run_name(cfg, model_type)) / f"{which}.pt"
+    save_checkpoint(path, {**checkpoint_meta(cfg, model_type), "model": model.state_dict()})
+    return path
+
+
 def load_checkpoint(path: Path, cfg: Optional[Config] = None, model_type: Optional[str] = None) -> dict[str, Any]:
     """Load with ``weights_only=True``; check it is ours and matches the config's model."""
     path = Path(path)

@@ -175,6 +175,18 @@ class PartFiles:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def h5_attr_keys(path: Path, attr: str, what: str) -> list[int]:
+    """The keys (image ids) an HDF5 part covers, from its comma-separated ``attr`` (rows not read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            text = str(f.attrs.get(attr, ""))
+    except OSError as exc:
+        raise InputError(path, f"unreadable {what} part ({exc}); delete it and re-run") from None
+    return [int(v) for v in text.split(",") if v]
+
+
 def describe_missing(parts: PartFiles, missing: set[int], what: str = "images") -> str:
     """A message for an incomplete merge: how many keys are missing, and an example."""
     first = min(missing)
