@@ -41,7 +41,7 @@ def main() -> None:
 def run(cfg, args) -> None:
     from sepnms.clip.labeller import _open_image, label_image
     from sepnms.clip.model import build_dagger
-    from sepnms.engine.prepare import load_refer
+    from sepnms.data.refdb import load_refer
     from sepnms.io.refer import xywh_to_xyxy
 
     dagger = build_dagger(cfg, seed=0, checkpoint=None).to(cfg.device).eval()

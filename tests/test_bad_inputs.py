@@ -855,7 +855,7 @@ def test_pipeline_writes_only_inside_the_workdir(tiny_world, tmp_path, capsys, m
 
 
 def test_safe_name():
-    from sepnms.engine.workdir import safe_name
+    from sepnms.workdir import safe_name
     from sepnms.errors import ConfigError
 
     for ok in ("sepnms", "sepnms_clipctx", "ablation_glove_sep+clip", "m-1.v2"):

@@ -148,7 +148,7 @@ def test_clip_ctx_killed_and_resumed(prepared, tiny_world, tmp_path):
     from sepnms.clip.labeller import clip_ctx
     from sepnms.clip.model import build_dagger, default_heads_path
     from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
-    from sepnms.engine.prepare import load_refer
+    from sepnms.data.refdb import load_refer
 
     clean = _copy(prepared, tmp_path, "clean")
     crashed = _copy(prepared, tmp_path, "crashed")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from sepnms.clip.losses import sentence_loss, word_loss
 from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name, tokenize
 from sepnms.config import ClipConfig, Config
-from sepnms.engine.workdir import STAGE_SECTIONS, check_stage, write_manifest
+from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
 from sepnms.errors import InputError, OutputExistsError
 from sepnms.io.atomic import atomic_path, atomic_write_json
 

@@ -136,7 +136,7 @@ def merge_clip_ctx(cfg: Config, refer: Optional[Refer] = None) -> dict[str, Any]
     """Merge the part files of ``clip-ctx`` shards (``sepnms merge clip-ctx``, or rank 0 under
     torchrun) into ``ctxdb_clip.json``; an InputError names the missing images if incomplete."""
     if refer is None:
-        from sepnms.engine.prepare import load_refer
+        from sepnms.data.refdb import load_refer
 
         refer = load_refer(cfg)
     params = _params(cfg, None)
@@ -173,7 +173,7 @@ def clip_ctx(cfg: Config, overwrite: bool = False, progress: bool = True,
             raise OutputExistsError(f"{out} holds CLIP context labels of another configuration or other "
                                     "CLIP-dagger weights; pass --overwrite to replace them")
     if refer is None:
-        from sepnms.engine.prepare import load_refer
+        from sepnms.data.refdb import load_refer
 
         refer = load_refer(cfg)
     parts = _parts(cfg, params, dagger)

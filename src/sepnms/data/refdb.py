@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from sepnms.config import Config
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.refer import Refer, split_matches
@@ -50,6 +51,15 @@ class RefDB:
     def image_size(self, image_id: int) -> tuple[int, int]:
         img = self.images[int(image_id)]
         return int(img["width"]), int(img["height"])
+
+
+def load_refer(cfg: Config) -> Refer:
+    """The refer files of the configured dataset, with a clear error if they are missing."""
+    refs_path, inst_path = cfg.refs_path(), cfg.instances_path()
+    for p in (refs_path, inst_path):
+        if not p.is_file():
+            raise InputError(p, f"not found (dataset {cfg.dataset}, split_by {cfg.split_by}; check paths.refer_root)")
+    return Refer.load(refs_path, inst_path)
 
 
 def build_refdb(refer: Refer, dataset: str, sizes: dict[int, tuple[int, int]] | None = None) -> RefDB:

@@ -11,7 +11,8 @@ from sepnms.config import Config, load_config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_recall, save_ctxdb
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
-from sepnms.engine.prepare import load_refer, prepare
+from sepnms.data.refdb import load_refer
+from sepnms.engine.prepare import prepare
 from sepnms.engine.propose import propose
 from sepnms.engine.train import train
 from sepnms.evaluation.report import metrics_table, write_report

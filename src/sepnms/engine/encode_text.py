@@ -20,7 +20,7 @@ import numpy as np
 from sepnms.config import Config
 from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.engine.distributed import resolve_device
-from sepnms.engine.workdir import STAGE_SECTIONS, check_stage, write_manifest
+from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.parts import PartFiles, chunked, describe_missing, h5_attr_keys, shard_keys
 from sepnms.text.sentence_encoder import build_tiny_encoder, encode_sentences, load_encoder, save_vectors

@@ -18,7 +18,7 @@ from sepnms.config import Config
 from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
 from sepnms.data.refdb import load_refdb
 from sepnms.engine.fusion import fuse_table
-from sepnms.engine.workdir import safe_name
+from sepnms.workdir import safe_name
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.metrics import choose_conf, conf_sweep, evaluate_at_conf, sweep_confs
 from sepnms.evaluation.plots import plot_many
@@ -144,7 +144,7 @@ def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: 
     """MAttNet-style detection JSON of ``method``, at the conf chosen by ``evaluate``."""
     safe_name(method, "method name")
     safe_name(tag, "tag")
-    from sepnms.engine.prepare import load_refer
+    from sepnms.data.refdb import load_refer
 
     metrics_path = Path(cfg.workdir) / "eval" / "metrics.json"
     if not metrics_path.is_file():

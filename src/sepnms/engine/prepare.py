@@ -11,7 +11,7 @@ from tqdm import tqdm
 from sepnms.config import Config
 from sepnms.data.candidates import Candidates, clean_boxes, initial_filter, save_candidates
 from sepnms.data.ctxdb import ctxdb_path, glove_ctxdb, save_ctxdb
-from sepnms.data.refdb import build_refdb, save_refdb
+from sepnms.data.refdb import build_refdb, load_refer, save_refdb
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.glove import load_glove
@@ -21,18 +21,9 @@ from sepnms.io.refer import Refer
 from sepnms.io.rpn import RpnDetections, load_rpn
 from sepnms.text.nouns import extract_nouns, load_spacy
 from sepnms.text.vocab import build_vocab, save_vocab
-from sepnms.engine.workdir import check_stage, write_manifest
+from sepnms.workdir import check_stage, write_manifest
 
 log = logging.getLogger(__name__)
-
-
-def load_refer(cfg: Config) -> Refer:
-    """The refer files of the configured dataset, with a clear error if they are missing."""
-    refs_path, inst_path = cfg.refs_path(), cfg.instances_path()
-    for p in (refs_path, inst_path):
-        if not p.is_file():
-            raise InputError(p, f"not found (dataset {cfg.dataset}, split_by {cfg.split_by}; check paths.refer_root)")
-    return Refer.load(refs_path, inst_path)
 
 
 def load_detections(cfg: Config, image_ids: list[int]) -> RpnDetections:
