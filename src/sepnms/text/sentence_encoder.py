@@ -22,6 +22,13 @@ from sepnms.io.atomic import atomic_path
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def _quiet_transformers() -> None:
+    """No per-shard progress bars from transformers for local saves/loads (ours report progress)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def build_tiny_encoder(folder: Path, words: Sequence[str], hidden: int, layers: int, heads: int, seed: int) -> Path:
     """Write a small random BERT (and a word-level WordPiece vocab) to ``folder``.
 
@@ -29,6 +36,8 @@ def build_tiny_encoder(folder: Path, words: Sequence[str], hidden: int, layers: 
     so it is then loaded through exactly the same path as a user's ``bert-base-uncased``.
     """
     from transformers import BertConfig, BertModel, BertTokenizer
+
+    _quiet_transformers()
 
     vocab = {w: i for i, w in enumerate(SPECIAL + sorted(set(words) - set(SPECIAL)))}
     torch.manual_seed(seed)
@@ -44,6 +53,8 @@ def build_tiny_encoder(folder: Path, words: Sequence[str], hidden: int, layers: 
 def load_encoder(folder: Path, device: str = "cpu"):
     """Load tokenizer + model from a local folder (never downloads)."""
     from transformers import AutoModel, AutoTokenizer
+
+    _quiet_transformers()
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
