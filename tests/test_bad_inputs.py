@@ -18,7 +18,6 @@ import os
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -882,7 +881,6 @@ def test_fuse_name_cannot_escape_the_workdir(tiny_world, prepared, tmp_path, cap
 
 
 def test_export_tag_cannot_escape_the_workdir(tiny_world, prepared, tmp_path, capsys):
-    from sepnms.engine.evaluate import export
 
     from sepnms.io.proposals import ExpressionCandidates, ProposalTable, write_proposals
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
+
 import torch
 
 from conftest import TINY

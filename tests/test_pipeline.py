@@ -7,15 +7,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from conftest import TINY
 
 
 def _copy_workdir(cfg, tmp_path, name):
-    from sepnms.config import load_config
-
     dst = tmp_path / name
     shutil.copytree(cfg.workdir, dst)
     return cfg.model_copy(update={"workdir": dst})

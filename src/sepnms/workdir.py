@@ -76,12 +76,3 @@ def safe_name(name: str, what: str = "name") -> str:
             "(starting with a letter or digit; no path separators or '..')"
         )
     return name
-
-
-def inside_workdir(cfg: Config, path: Path) -> Path:
-    """``path`` if it lies inside ``cfg.workdir`` once resolved, else ConfigError."""
-    root = Path(cfg.workdir).resolve()
-    resolved = Path(path).resolve()
-    if resolved != root and root not in resolved.parents:
-        raise ConfigError(f"refusing to write {path}: it lies outside the work directory {root}")
-    return path

@@ -34,7 +34,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from sepnms.clip.losses import sentence_loss, word_loss
+from sepnms.clip.losses import damsm_loss
 from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name, tokenize
 from sepnms.config import ClipConfig, Config
 from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
@@ -162,9 +162,8 @@ def batch_losses(dagger: CLIPDagger, images: torch.Tensor, tokens: torch.Tensor,
     """(sentence loss, word loss) of one batch."""
     img_code, regions = dagger.encode_image(images)
     sent_code, words, lengths = dagger.encode_text(tokens)
-    s = sentence_loss(img_code.float(), sent_code.float(), c.gamma3)
-    w = word_loss(regions.float(), words.float(), lengths, c.gamma1, c.gamma2, c.gamma3)
-    return s, w
+    return damsm_loss(img_code.float(), regions.float(), sent_code.float(), words.float(), lengths,
+                      c.gamma1, c.gamma2, c.gamma3)
 
 
 def _load_last(path: Path, fingerprint: str) -> dict[str, Any]:

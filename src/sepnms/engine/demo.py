@@ -109,8 +109,8 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
                 "proposal crops). Numbers as they came out of this run."]
     for split in cfg.evaluate.splits:
         sections += ["", f"### {split}", "", metrics_table(ablation, split)]
-    sections += ["", f"Context recall is measured against the world's recorded mentions (ground truth). "
-                 f"MAttNet-style detections: " + ", ".join(f"`{p.relative_to(workdir)}`" for p in exported)]
+    sections += ["", "Context recall is measured against the world's recorded mentions (ground truth). "
+                 "MAttNet-style detections: " + ", ".join(f"`{p.relative_to(workdir)}`" for p in exported)]
     write_report(workdir / "report.md", {m.name: metrics[m.name] for m in DEMO_METHODS}, cfg.evaluate.splits,
                  cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images, ["\n".join(sections)])
     return public

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import h5py
 import numpy as np
@@ -123,13 +123,6 @@ def images_of_split(refdb, split: str) -> dict[int, list[dict]]:
     for e in refdb.split(split):
         by_image.setdefault(int(e["image_id"]), []).append(e)
     return dict(sorted(by_image.items()))
-
-
-def iter_images(ws: Workspace, split: str, shard: tuple[int, int] = (0, 1)) -> Iterable[tuple[int, list[dict]]]:
-    """(image_id, its expressions of ``split``) for this shard (images split round-robin)."""
-    by_image = images_of_split(ws.refdb, split)
-    for iid in shard_keys(by_image, shard):
-        yield iid, by_image[iid]
 
 
 def image_path(cfg: Config, ws: Workspace, image_id: int) -> Path:

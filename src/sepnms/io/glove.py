@@ -109,7 +109,3 @@ def write_glove_text(path: str | Path, vectors: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for word, vec in vectors.items():
             fh.write(word + " " + " ".join(f"{float(v):.6f}" for v in vec) + "\n")
-
-
-def glove_dim(vectors: dict[str, np.ndarray]) -> int:
-    return int(next(iter(vectors.values())).shape[0]) if vectors else 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -157,7 +157,3 @@ def read_proposals(path: str | Path) -> ProposalTable:
 def proposals_path(workdir: str | Path, name: str, split: str) -> Path:
     """``<workdir>/proposals/<name>/<split>.h5``."""
     return Path(workdir) / "proposals" / name / f"{split}.h5"
-
-
-def maybe_read(path: str | Path) -> Optional[ProposalTable]:
-    return read_proposals(path) if Path(path).is_file() else None
