@@ -304,10 +304,11 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
             state["epoch"] += 1
             state["batch"] = 0
         steps_this_call += 1
+        loss_value = float(loss.detach())  # one device sync per step
         if writer:
-            writer.add_scalar("train/loss", float(loss.detach()), state["step"])
+            writer.add_scalar("train/loss", loss_value, state["step"])
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", best_val=f"{state['best_val']:.3f}")
+        bar.set_postfix(loss=f"{loss_value:.3f}", best_val=f"{state['best_val']:.3f}")
         if state["step"] % t.eval_every == 0:
             evaluate_and_step()
         if state["step"] % t.checkpoint_every == 0 or state["step"] % t.eval_every == 0:
@@ -316,6 +317,8 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
         step_time += tick - t0
         if stop_after_steps is not None and steps_this_call >= stop_after_steps:
             bar.close()
+            if writer:
+                writer.close()
             return {"interrupted": True, "step": state["step"]}
     bar.close()
     if not state["history"] or state["history"][-1]["step"] != state["step"]:
