@@ -553,3 +553,28 @@ def test_param_groups(model_type):
     by_lr = {group["lr"]: {id(p) for p in group["params"]} for group in groups}
     assert by_lr[1e-4] == head_ids and by_lr[3e-4] == gru_ids
     torch.optim.Adam(groups)  # accepted by Adam as is
+
+
+@pytest.mark.parametrize("model_type", ["sepnms", "refnms"])
+def test_rois_shared_by_a_batch_of_expressions_broadcast(model_type):
+    """[1, R, D] RoI inputs (one image, B expressions) give the same logits as the expanded
+    [B, R, D] inputs, in eval mode (propose) and - up to dropout - in training mode."""
+    cfg = load_config("demo").model
+    torch.manual_seed(0)
+    model = SepNMSModel(cfg, torch.randn(20, cfg.word_dim), model_type).eval()
+    b, r = 3, 7
+    feats = torch.randn(1, r, cfg.head_out_channels)
+    loc = torch.rand(1, r, 5)
+    ids = torch.randint(1, 20, (b, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    text = torch.randn(b, cfg.text_dim) if model_type == "sepnms" else None
+    with torch.no_grad():
+        ref_b, ctx_b = model.relatedness(feats, loc, ids, mask, text)
+        ref_e, ctx_e = model.relatedness(feats.expand(b, r, -1), loc.expand(b, r, -1), ids, mask, text)
+    assert ctx_b.shape == (b, r)
+    torch.testing.assert_close(ctx_b, ctx_e, rtol=0, atol=1e-5)  # float32 sums in another order
+    if model_type == "sepnms":
+        torch.testing.assert_close(ref_b, ref_e, rtol=0, atol=1e-5)
+    model.train()
+    ref_t, ctx_t = model.relatedness(feats, loc, ids, mask, text)  # the dropout path accepts it too
+    assert ctx_t.shape == (b, r)

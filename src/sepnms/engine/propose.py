@@ -63,20 +63,19 @@ def score_image(
     model: SepNMSModel, head: torch.Tensor, scale: float, cand: Candidates, exprs: list[dict[str, Any]],
     ws: Workspace, width: float, height: float, device: str = "cpu", chunk: int = 64,
 ) -> list[ExpressionCandidates]:
-    """Score all ``exprs`` of one image over its candidate pool: the head runs once per candidate
-    (in chunks of ``HEAD_CHUNK`` RoIs), the branches over ``chunk`` expressions at a time."""
+    """Score all ``exprs`` of one image over its candidate pool: the head and the RoI-only MLPs of
+    both branches run once per candidate (the head in chunks of ``HEAD_CHUNK`` RoIs), the
+    expression-dependent parts over ``chunk`` expressions at a time."""
     boxes = torch.from_numpy(cand.box).to(device)
-    m = len(cand)
     feats = head_features(model, head.to(device), boxes, scale)  # [M, D]
     loc = location_features(boxes, width, height)  # [M, 5]
     out: list[ExpressionCandidates] = []
     for start in range(0, len(exprs), chunk):
         part = exprs[start:start + chunk]
-        b = len(part)
         ids, mask = pad_words([ws.word_ids(e["tokens"], None) for e in part])
         text = _text(ws, part, model, device)
-        ref, ctx = model.relatedness(feats.unsqueeze(0).expand(b, m, -1), loc.unsqueeze(0).expand(b, m, -1),
-                                     ids.to(device), mask.to(device), text)
+        # [1, M, .] inputs broadcast over the b expressions: the RoI-only MLPs run once per image
+        ref, ctx = model.relatedness(feats.unsqueeze(0), loc.unsqueeze(0), ids.to(device), mask.to(device), text)
         out.extend(_pack(part, cand, ref, ctx))
     return out
 

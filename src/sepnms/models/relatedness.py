@@ -107,22 +107,26 @@ class CtxRelatedness(nn.Module):
         """Attention of every RoI over the words of its expression.
 
         Args:
-            roi_feats: [B, R, head_out].  word_ids: [B, T] long.  word_mask: [B, T] bool.
+            roi_feats: [B, R, head_out], or [1, R, head_out] shared by the B expressions (the
+                RoI-only MLPs then run once, not B times).  word_ids: [B, T] long.
+            word_mask: [B, T] bool.
 
         Returns:
             (weights [B, R, T], exactly 0 at padded words and summing to 1 over words;
             word states [B, T, 2*gru_hidden])
         """
         words = self.encode_words(word_ids, word_mask)                         # [B, T, 2H]
-        key = self.key_mlp(roi_feats)                                         # [B, R, E]
+        key = self.key_mlp(roi_feats)                                         # [B or 1, R, E]
         expanded = self.training and self.attn_dropout.p > 0
+        if expanded:
+            key = key.expand(words.size(0), -1, -1)
         logits = self.attention_logits(key, words, expanded)                  # [B, R, T]
         logits = logits.masked_fill(~word_mask[:, None, :], float("-inf"))
         return torch.softmax(logits, dim=2), words
 
     def forward(self, roi_feats: Tensor, word_ids: Tensor, word_mask: Tensor) -> Tensor:
         """Args:
-            roi_feats: [B, R, head_out] head features.
+            roi_feats: [B, R, head_out] head features ([1, R, head_out]: shared by all B).
             word_ids: [B, T] long vocabulary indices.
             word_mask: [B, T] bool, True = real token (a prefix; lengths >= 1).
 
@@ -162,7 +166,8 @@ class RefRelatedness(nn.Module):
 
     def forward(self, roi_feats: Tensor, loc: Tensor, text_vec: Tensor) -> Tensor:
         """Args:
-            roi_feats: [B, R, head_out].  loc: [B, R, 5] (``location_features``).
+            roi_feats: [B, R, head_out].  loc: [B, R, 5] (``location_features``); both may have
+                a batch dim of 1, shared by the B sentences (the visual MLP then runs once).
             text_vec: [B, text_dim] cached sentence embeddings.
 
         Returns:

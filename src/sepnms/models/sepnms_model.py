@@ -92,7 +92,8 @@ class SepNMSModel(nn.Module):
         text_vec: Optional[Tensor],
     ) -> tuple[Optional[Tensor], Tensor]:
         """Args:
-            roi_feats: [B, R, head_out].  loc: [B, R, 5].
+            roi_feats: [B, R, head_out].  loc: [B, R, 5].  Either may have a batch dim of 1:
+                the RoIs of one image shared by B expressions (their MLPs then run once).
             word_ids: [B, T] long.  word_mask: [B, T] bool (True = real token).
             text_vec: [B, text_dim] sentence embeddings (ignored, may be None, for refnms).
 
