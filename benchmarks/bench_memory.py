@@ -91,7 +91,7 @@ cfg = load_config(config, overrides)
 ws = Workspace.open(cfg)
 model = P.load_trained(cfg, ws, "sepnms")
 heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=2)
-work = [(iid, e) for s in ("train", "val", "testA", "testB") for iid, e in P.images_of_split(ws.refdb, s).items()]
+work = [(iid, e) for s in ("train", "val", "testA", "testB") for iid, e in ws.refdb.by_image(s).items()]
 top = 2 * max(len(ws.candidates.get(iid)) for iid, _ in work)
 rng = np.random.default_rng(0)
 rss = []

@@ -45,13 +45,13 @@ def run(cfg, args) -> None:
     import torch
 
     from sepnms.engine.inputs import HeadCache, Workspace
-    from sepnms.engine.propose import images_of_split, load_trained, per_expression_scores, propose, score_image
+    from sepnms.engine.propose import load_trained, per_expression_scores, propose, score_image
     from sepnms.io.proposals import read_proposals
 
     ws = Workspace.open(cfg)
     model = load_trained(cfg, ws, "sepnms")
     heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=1 << 20)
-    work = [(iid, exprs) for s in SPLITS for iid, exprs in images_of_split(ws.refdb, s).items()]
+    work = [(iid, exprs) for s in SPLITS for iid, exprs in ws.refdb.by_image(s).items()]
     n_expr = sum(len(e) for _, e in work)
     n_cand = [len(ws.candidates.get(iid)) for iid, _ in work]
     per_image = n_expr / len(work)

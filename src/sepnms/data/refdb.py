@@ -33,12 +33,17 @@ class RefDB:
 
     def __post_init__(self) -> None:
         self.by_sent = {int(e["sent_id"]): e for e in self.expressions}
-        self.by_image: dict[int, list[dict[str, Any]]] = {}
-        for e in self.expressions:
-            self.by_image.setdefault(int(e["image_id"]), []).append(e)
 
     def split(self, split: str) -> list[dict[str, Any]]:
         return [e for e in self.expressions if split_matches(e["split"], split)]
+
+    def by_image(self, split: Optional[str] = None) -> dict[int, list[dict[str, Any]]]:
+        """``{image_id: its expressions (of ``split``; all if None), in refdb order}``, image ids
+        sorted: the unit of work of propose, encode-text and their part files."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        for e in (self.expressions if split is None else self.split(split)):
+            out.setdefault(int(e["image_id"]), []).append(e)
+        return dict(sorted(out.items()))
 
     def image_ids(self, split: Optional[str] = None) -> list[int]:
         exprs = self.expressions if split is None else self.split(split)

@@ -59,14 +59,6 @@ def _ensure_tiny_encoder(cfg: Config, refdb: RefDB, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _by_image(refdb: RefDB) -> dict[int, list[dict]]:
-    """``{image_id: its expressions (refdb order)}`` over all splits."""
-    out: dict[int, list[dict]] = {}
-    for e in refdb.expressions:
-        out.setdefault(int(e["image_id"]), []).append(e)
-    return out
-
-
 def _part_images(path: Path) -> list[int]:
     return h5_attr_keys(path, "images", "sentence-vector")
 
@@ -106,7 +98,7 @@ def write_merged_vectors(parts: list[Path], out: Path, sent_ids: list[int], attr
 
 def _merge(cfg: Config, parts: PartFiles, refdb: RefDB, attrs: dict[str, Any]) -> bool:
     sent_ids = [int(e["sent_id"]) for e in refdb.expressions]
-    merged = parts.merge(_by_image(refdb), lambda paths, tmp: write_merged_vectors(paths, tmp, sent_ids, attrs))
+    merged = parts.merge(refdb.by_image(), lambda paths, tmp: write_merged_vectors(paths, tmp, sent_ids, attrs))
     if merged:
         write_manifest(cfg, "text", vectors_path(cfg).parent)
     return merged
@@ -120,7 +112,7 @@ def merge_text(cfg: Config) -> dict[str, Any]:
     if not parts.exists() and not parts.final.is_file():
         raise InputError(parts.folder, "no sentence-vector parts: run `sepnms encode-text` first")
     if not _merge(cfg, parts, refdb, attrs):
-        raise InputError(parts.folder, describe_missing(parts, parts.missing(_by_image(refdb))))
+        raise InputError(parts.folder, describe_missing(parts, parts.missing(refdb.by_image())))
     return {"vectors": str(parts.final), "expressions": len(refdb.expressions)}
 
 
@@ -145,7 +137,7 @@ def encode_text(cfg: Config, overwrite: bool = False, progress: bool = True, sha
         raise InputError(folder, f"encoder hidden size {model.config.hidden_size} != model.text_dim {cfg.model.text_dim}")
     parts, attrs = _outputs(cfg)
     done = parts.begin()
-    by_image = _by_image(refdb)
+    by_image = refdb.by_image()
     mine = shard_keys(by_image, shard)
     bar = tqdm(total=len(mine), initial=sum(1 for iid in mine if iid in done), desc="encode-text",
                unit="img", disable=not progress)

@@ -116,14 +116,6 @@ def per_expression_scores(
     return out
 
 
-def images_of_split(refdb, split: str) -> dict[int, list[dict]]:
-    """``{image_id: its expressions of split, in refdb order}``, image ids sorted."""
-    by_image: dict[int, list[dict]] = {}
-    for e in refdb.split(split):
-        by_image.setdefault(int(e["image_id"]), []).append(e)
-    return dict(sorted(by_image.items()))
-
-
 def image_path(cfg: Config, ws: Workspace, image_id: int) -> Path:
     name = ws.refdb.images[int(image_id)].get("file_name") or f"COCO_train2014_{int(image_id):012d}.jpg"
     return cfg.images_dir() / name
@@ -254,13 +246,13 @@ def merge_proposals(cfg: Config, model_type: Optional[str] = None, splits: Optio
         if not parts.exists() and not parts.final.is_file():
             raise InputError(parts.folder, f"no proposal parts for split {split!r}: run `sepnms propose` first")
         if not _merge_split(parts, refdb, split, attrs):
-            raise InputError(parts.folder, describe_missing(parts, parts.missing(images_of_split(refdb, split))))
+            raise InputError(parts.folder, describe_missing(parts, parts.missing(refdb.by_image(split))))
         written[split] = parts.final
     return written
 
 
 def _merge_split(parts: PartFiles, refdb, split: str, attrs: dict[str, str]) -> bool:
-    images = list(images_of_split(refdb, split))
+    images = list(refdb.by_image(split))
     return parts.merge(images, lambda paths, tmp: write_merged_proposals(paths, tmp, split, attrs, images))
 
 
@@ -295,7 +287,7 @@ def propose(cfg: Config, model_type: Optional[str] = None, splits: Optional[list
     for split in splits or cfg.evaluate.splits:
         parts = _parts(cfg, name, split, fingerprint)
         done = parts.begin()
-        by_image = images_of_split(ws.refdb, split)
+        by_image = ws.refdb.by_image(split)
         mine = shard_keys(by_image, shard)
         bar = tqdm(total=len(mine), initial=sum(1 for iid in mine if iid in done),
                    desc=f"propose {name} {split}", disable=not progress)
