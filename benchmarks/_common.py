@@ -44,7 +44,7 @@ def build_workdir(root: Path, n_images: int, size: str = "paper", seed: int = 0,
     """Generate a world of ``n_images`` at ``size`` model dims under ``root``, prepare it and
     (``encode``) cache the sentence vectors.  Returns (config, the overrides that give it from
     ``<root>/world/config.yaml``, for subprocesses)."""
-    from sepnms.data.world import generate_world
+    from sepnms.world import generate_world
     from sepnms.engine.encode_text import encode_text
     from sepnms.engine.prepare import prepare
 
@@ -68,7 +68,7 @@ def build_workdir(root: Path, n_images: int, size: str = "paper", seed: int = 0,
 
 def save_random_checkpoint(cfg: Config, model_type: str = "sepnms", seed: int = 0) -> Path:
     """A randomly initialised model saved as ``best.pt``, so ``propose`` can load it."""
-    from sepnms.engine.train import save_initial_checkpoint
+    from sepnms.engine.checkpoint import save_initial_checkpoint
 
     return save_initial_checkpoint(cfg, model_type, seed)
 

@@ -21,7 +21,7 @@ TINY = [
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     from sepnms.config import load_config
-    from sepnms.data.world import generate_world
+    from sepnms.world import generate_world
 
     out = tmp_path_factory.mktemp("world")
     generate_world(out, load_config("demo", TINY), seed=0, progress=False)

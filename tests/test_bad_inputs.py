@@ -714,7 +714,7 @@ def test_malicious_checkpoint_payload_really_runs_with_plain_torch_load(tmp_path
 
 
 def test_malicious_checkpoint_is_refused(tmp_path):
-    from sepnms.engine.train import load_checkpoint
+    from sepnms.engine.checkpoint import load_checkpoint
     from sepnms.errors import InputError
 
     path, marker = tmp_path / "evil.pt", tmp_path / "marker"

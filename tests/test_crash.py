@@ -95,7 +95,7 @@ def test_train_sigkill_then_rerun_resumes_to_the_same_weights(tiny_world, prepar
         if proc.poll() is None:
             proc.kill()
     assert not (out_b / "train_summary.json").exists(), "the kill came after the end: nothing was interrupted"
-    from sepnms.engine.train import load_checkpoint
+    from sepnms.engine.checkpoint import load_checkpoint
 
     killed_at = load_checkpoint(out_b / "last.pt")["state"]["step"]
     assert 2 <= killed_at < 10

@@ -28,7 +28,7 @@ def _copy(cfg, tmp_path: Path, name: str):
 
 def _random_checkpoint(cfg, model_type: str = "sepnms", seed: int = 0) -> Path:
     """A randomly initialised model saved as ``best.pt``, so ``propose`` can load it."""
-    from sepnms.engine.train import save_initial_checkpoint
+    from sepnms.engine.checkpoint import save_initial_checkpoint
 
     return save_initial_checkpoint(cfg, model_type, seed)
 
@@ -75,7 +75,9 @@ def test_torchrun_train_ddp(prepared, tiny_world, tmp_path):
     """2 ranks, gloo: trains, rank 0 writes checkpoints; the all-reduced, rank-split validation loss
     equals the single-process validation of the saved best weights."""
     from sepnms.engine.inputs import TrainingSet, Workspace, collate
-    from sepnms.engine.train import RoIForward, load_checkpoint, model_dir, train, validation_loss
+    from sepnms.engine.checkpoint import load_checkpoint
+    from sepnms.engine.train import RoIForward, train, validation_loss
+    from sepnms.workdir import model_dir
     from sepnms.errors import InputError
     from sepnms.models.sepnms_model import build_model
 

@@ -38,7 +38,7 @@ def test_prepare_outputs(prepared):
 def test_glove_ctxdb_against_world_mentions(prepared, tiny_world):
     """The GloVe/spaCy rule recovers the mentioned objects (recall) and adds same-noun ones."""
     from sepnms.data.ctxdb import ctxdb_path, load_ctxdb, mention_precision_recall
-    from sepnms.data.world import load_mentions
+    from sepnms.world import load_mentions
 
     q = mention_precision_recall(load_ctxdb(ctxdb_path(prepared.workdir, "glove")), load_mentions(tiny_world / "mentions.json"))
     print(f"GloVe ctxdb vs mentions: precision {q['precision']:.3f} recall {q['recall']:.3f}")
@@ -47,7 +47,9 @@ def test_glove_ctxdb_against_world_mentions(prepared, tiny_world):
 
 
 def test_training_resumes_to_the_same_result(prepared, tmp_path):
-    from sepnms.engine.train import load_checkpoint, model_dir, train
+    from sepnms.engine.checkpoint import load_checkpoint
+    from sepnms.engine.train import train
+    from sepnms.workdir import model_dir
 
     a = _copy_workdir(prepared, tmp_path, "a")
     b = _copy_workdir(prepared, tmp_path, "b")

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from sepnms.config import load_config
-from sepnms.data import world as W
+from sepnms.world import generate as W
 from sepnms.errors import InputError, SepNMSError
 from sepnms.io.glove import load_glove
 from sepnms.io.head_feats import read_head

@@ -88,7 +88,7 @@ def _sharded(args, cfg, run, merge, what: str) -> Any:
 
 def cmd_world(args) -> None:
     from sepnms.config import load_config
-    from sepnms.data.world import generate_world
+    from sepnms.world import generate_world
 
     cfg = load_config(args.config, args.overrides)
     summary = generate_world(Path(args.out), cfg, args.seed, progress=not args.quiet)

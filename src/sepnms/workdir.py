@@ -10,7 +10,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from sepnms import __version__
 from sepnms.config import Config
@@ -76,3 +76,14 @@ def safe_name(name: str, what: str = "name") -> str:
             "(starting with a letter or digit; no path separators or '..')"
         )
     return name
+
+
+def run_name(cfg: Config, model_type: Optional[str] = None) -> str:
+    """``sepnms`` / ``refnms``, suffixed ``_clipctx`` when trained on CLIP-dagger context labels."""
+    name = model_type or cfg.train.model
+    return name + ("_clipctx" if cfg.train.ctx_source == "clip" else "")
+
+
+def model_dir(cfg: Config, name: str) -> Path:
+    """``<workdir>/models/<name>``: where a trained model's checkpoints (``best.pt``, ``last.pt``) live."""
+    return Path(cfg.workdir) / "models" / name

@@ -52,7 +52,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     export -> report.  Returns the metrics of ``<workdir>/metrics.json``."""
     from sepnms.clip.finetune import clip_finetune
     from sepnms.clip.labeller import clip_ctx
-    from sepnms.data.world import generate_world, load_mentions
+    from sepnms.world import generate_world, load_mentions
 
     workdir = Path(workdir).resolve()
     overrides = list(overrides or [])

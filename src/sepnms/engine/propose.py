@@ -23,7 +23,7 @@ from sepnms.data.candidates import Candidates
 from sepnms.engine.distributed import resolve_device
 from sepnms.engine.inputs import HeadCache, Workspace, pad_words
 from sepnms.clip.labeller import clip_autocast
-from sepnms.engine.train import load_checkpoint, model_dir, run_name
+from sepnms.engine.checkpoint import load_checkpoint
 from sepnms.errors import InputError
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.proposals import FORMAT as PROPOSALS_FORMAT
@@ -31,6 +31,7 @@ from sepnms.io.proposals import VERSION as PROPOSALS_VERSION
 from sepnms.io.proposals import ExpressionCandidates, ProposalTable, proposals_path, write_proposals
 from sepnms.models.relatedness import location_features
 from sepnms.models.sepnms_model import SepNMSModel, build_model
+from sepnms.workdir import model_dir, run_name
 
 
 def load_trained(cfg: Config, ws: Workspace, model_type: str, which: str = "best") -> SepNMSModel:

@@ -20,29 +20,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from sepnms import __version__
 from sepnms.config import Config
 from sepnms.engine.distributed import (all_reduce_sum, barrier, broadcast_buffers, process_group, rank_world,
                                        resolve_device)
+from sepnms.engine.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from sepnms.engine.inputs import TrainingSet, Workspace, collate
 from sepnms.errors import InputError
-from sepnms.io.checkpoints import torch_load_weights
-from sepnms.io.atomic import atomic_path, atomic_write_json
+from sepnms.io.atomic import atomic_write_json
 from sepnms.models.sepnms_model import SepNMSModel, build_model
+from sepnms.workdir import model_dir, run_name
 
 log = logging.getLogger(__name__)
-
-CKPT_FORMAT = "sepnms-checkpoint"
-
-
-def run_name(cfg: Config, model_type: Optional[str] = None) -> str:
-    """``sepnms`` / ``refnms``, suffixed ``_clipctx`` when trained on CLIP-dagger context labels."""
-    name = model_type or cfg.train.model
-    return name + ("_clipctx" if cfg.train.ctx_source == "clip" else "")
-
-
-def model_dir(cfg: Config, name: str) -> Path:
-    return Path(cfg.workdir) / "models" / name
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -123,45 +111,6 @@ def validation_sums(step: torch.nn.Module, loader: DataLoader, device: str, use_
 def validation_loss(step: torch.nn.Module, loader: DataLoader, device: str, use_text: bool) -> float:
     total, count = validation_sums(step, loader, device, use_text)
     return total / max(count, 1)
-
-
-def checkpoint_meta(cfg: Config, model_type: str) -> dict[str, Any]:
-    return {"format": CKPT_FORMAT, "version": 1, "sepnms_version": __version__, "preset": cfg.preset,
-            "model_type": model_type, "model_config": cfg.model.model_dump(mode="json"),
-            "config": cfg.model_dump(mode="json")}
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def save_initial_checkpoint(cfg: Config, model_type: str = "sepnms", seed: int = 0, which: str = "best") -> Path:
-    """Save a freshly initialised model as ``<models>/<name>/<which>.pt`` (benchmarks, tests and
-    smoke runs of ``propose`` that need weights but no training)."""
-    ws = Workspace.open(cfg, need_text=False)
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, torch.from_numpy(ws.word_vectors), model_type)
-    path = model_dir(cfg, run_name(cfg, model_type)) / f"{which}.pt"
-    save_checkpoint(path, {**checkpoint_meta(cfg, model_type), "model": model.state_dict()})
-    return path
-
-
-def load_checkpoint(path: Path, cfg: Optional[Config] = None, model_type: Optional[str] = None) -> dict[str, Any]:
-    """Load with ``weights_only=True``; check it is ours and matches the config's model."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found (run `sepnms train` first)")
-    ckpt = torch_load_weights(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise InputError(path, "not a sepnms checkpoint")
-    if model_type is not None and ckpt["model_type"] != model_type:
-        raise InputError(path, f"checkpoint of a {ckpt['model_type']!r} model, expected {model_type!r}")
-    if cfg is not None and ckpt["model_config"] != cfg.model.model_dump(mode="json"):
-        diff = [k for k, v in cfg.model.model_dump(mode="json").items() if ckpt["model_config"].get(k) != v]
-        raise InputError(path, f"checkpoint was trained with another model config (preset {ckpt['preset']!r}; "
-                               f"differs in {diff[:5]})")
-    return ckpt
 
 
 def _rng_state() -> dict[str, Any]:

