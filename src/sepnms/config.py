@@ -156,6 +156,40 @@ class ProposeConfig(_Section):
     images; an interrupted run resumes after the last part written."""
 
 
+class ShowConfig(_Section):
+    """``sepnms show``: qualitative figures, one PNG per expression (``<workdir>/show/<split>/``)."""
+
+    methods: list[str] = Field(default_factory=lambda: ["det", "refnms", "sepnms"])
+    """Fused methods drawn side by side (those without a fused table are skipped unless named
+    on the command line)."""
+    split: Optional[str] = None
+    """Default: the first of ``evaluate.splits``."""
+    n: int = Field(40, ge=1)
+    select: Literal["all", "hits", "misses", "disagree"] = "all"
+    """``hits`` / ``misses``: the last method hits / misses the referent; ``disagree``: the
+    methods' hit/miss differ."""
+    panel_px: int = Field(384, ge=32)
+    """Longer side of each panel, in pixels."""
+    dpi: int = Field(100, ge=10)
+    max_labels: int = Field(12, ge=0)
+
+
+class GalleryConfig(_Section):
+    """``sepnms gallery``: one static HTML page over an evaluation (``<workdir>/gallery/index.html``)."""
+
+    methods: Optional[list[str]] = None
+    """Default: ``show.methods``."""
+    splits: Optional[list[str]] = None
+    """Default: ``evaluate.splits``."""
+    max_thumbnails: Optional[int] = Field(None, ge=0)
+    """Draw at most this many card images (None: one per expression); every expression still
+    gets a card with its outcomes."""
+    thumb_px: int = Field(160, ge=32)
+    """Longer side of each panel of a thumbnail, in pixels."""
+    page_size: int = Field(60, ge=1)
+    """Cards per page of the page's pager."""
+
+
 class ClipConfig(_Section):
     arch: str = "RN101"
     """open_clip model name, or ``tiny`` (a small ModifiedResNet CLIP built from ``tiny_*``)."""
@@ -223,6 +257,8 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     propose: ProposeConfig = Field(default_factory=ProposeConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
+    show: ShowConfig = Field(default_factory=ShowConfig)
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
 
     @model_validator(mode="after")
