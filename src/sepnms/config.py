@@ -48,6 +48,9 @@ class PathsConfig(_Section):
     """A BERT-family model folder loadable by ``transformers`` ``from_pretrained``."""
     maskrcnn_checkpoint: Optional[Path] = None
     """MAttNet's Mask R-CNN checkpoint; its ``resnet.layer4.*`` tensors initialise the head."""
+    detector_checkpoint: Optional[Path] = None
+    """MAttNet's Mask R-CNN res101 state dict (``res101_mask_rcnn_iter_1250000_cpu.pth``) run by
+    ``sepnms detect`` and by ``features.source: images``; default ``paths.maskrcnn_checkpoint``."""
     clip_checkpoint: Optional[Path] = None
     """OpenAI-layout CLIP checkpoint (``RN101.pt``) or open_clip state dict."""
     clip_heads: Optional[Path] = None
@@ -228,6 +231,53 @@ class ClipConfig(_Section):
     tiny_vocab_size: int = 49408
 
 
+class DetectorConfig(_Section):
+    """MAttNet's Mask R-CNN res101 (C4) at test time (``sepnms.detection``; paper values)."""
+
+    width: int = Field(64, ge=1)
+    """Stem channels; layer1..4 have 1, 2, 4, 8 x width mid channels and 4x that out (64: ResNet-101)."""
+    blocks: tuple[int, int, int, int] = (3, 4, 23, 3)
+    rpn_channels: int = Field(512, ge=1)
+    num_classes: int = 81
+    anchor_scales: list[float] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0])
+    anchor_ratios: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    feat_stride: int = 16
+    pixel_means: tuple[float, float, float] = (102.9801, 115.9465, 122.7717)
+    """BGR means subtracted before resizing."""
+    test_scale: int = 600
+    """Short side of the resized image."""
+    test_max_size: int = 1000
+    """Long side cap of the resized image."""
+    rpn_pre_nms_top_n: int = 6000
+    rpn_post_nms_top_n: int = 300
+    rpn_nms_thresh: float = 0.7
+    bbox_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
+    pool_size: int = 7
+    det_nms: float = 0.3
+    det_score: float = 0.65
+    det_lower_step: float = 0.1
+    batch_images: int = Field(1, ge=1)
+    """Images of the same resized size run through the trunk together."""
+    roi_chunk: int = Field(300, ge=1)
+    """RoIs per pass through layer4."""
+    num_workers: int = Field(0, ge=0)
+    """Image-decoding loader workers of ``detect``."""
+    flush_every: int = Field(64, ge=1)
+    """``detect`` writes a part file every this many images."""
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    """Autocast dtype on CUDA (ignored on CPU)."""
+
+
+class FeaturesConfig(_Section):
+    """Where the C4 maps of train / propose / benchmarks come from."""
+
+    source: Literal["h5", "images"] = "h5"
+    """``h5``: MAttNet head files in ``paths.head_feats_dir``; ``images``: computed from the image
+    with the detector trunk (``paths.detector_checkpoint``), no 150 GB cache needed."""
+    cache_images: int = Field(64, ge=1)
+    """Maps kept in memory (LRU) per process."""
+
+
 class WorldConfig(_Section):
     n_images: int = 160
     image_size: int = 256
@@ -259,6 +309,8 @@ class Config(_Section):
     clip: ClipConfig = Field(default_factory=ClipConfig)
     show: ShowConfig = Field(default_factory=ShowConfig)
     gallery: GalleryConfig = Field(default_factory=GalleryConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
 
     @model_validator(mode="after")

@@ -130,7 +130,7 @@ class Predictor:
         self.rule = rule or ("refnms" if model_type == "refnms" else cfg.fusion.rule)
         self.ws = Workspace.open(cfg, need_text=False)
         self.model = load_trained(cfg, self.ws, model_type)
-        self.heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=4)
+        self.heads = HeadCache.for_config(cfg, self.ws.refdb, size=4)
         self.encoder = None
         if model_type == "sepnms":
             from sepnms.engine.encode_text import encoder_dir

@@ -302,7 +302,7 @@ def propose(cfg: Config, model_type: Optional[str] = None, splits: Optional[list
     name, attrs, fingerprint = _outputs(cfg, model_type)
     ws = Workspace.open(cfg, need_text=(model_type == "sepnms"))
     model = load_trained(cfg, ws, model_type)
-    heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=2)
+    heads = HeadCache.for_config(cfg, ws.refdb, size=2)
     fn = per_expression_scores if reference else score_image
     dagger = None
     if cfg.clip.score_proposals:
