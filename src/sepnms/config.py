@@ -48,6 +48,9 @@ class PathsConfig(_Section):
     """A BERT-family model folder loadable by ``transformers`` ``from_pretrained``."""
     maskrcnn_checkpoint: Optional[Path] = None
     """MAttNet's Mask R-CNN checkpoint; its ``resnet.layer4.*`` tensors initialise the head."""
+    detector_checkpoint: Optional[Path] = None
+    """MAttNet's Mask R-CNN res101 state dict (``res101_mask_rcnn_iter_1250000_cpu.pth``) run by
+    ``sepnms detect`` and by ``features.source: images``; default ``paths.maskrcnn_checkpoint``."""
     clip_checkpoint: Optional[Path] = None
     """OpenAI-layout CLIP checkpoint (``RN101.pt``) or open_clip state dict."""
     clip_heads: Optional[Path] = None
@@ -156,6 +159,40 @@ class ProposeConfig(_Section):
     images; an interrupted run resumes after the last part written."""
 
 
+class ShowConfig(_Section):
+    """``sepnms show``: qualitative figures, one PNG per expression (``<workdir>/show/<split>/``)."""
+
+    methods: list[str] = Field(default_factory=lambda: ["det", "refnms", "sepnms"])
+    """Fused methods drawn side by side (those without a fused table are skipped unless named
+    on the command line)."""
+    split: Optional[str] = None
+    """Default: the first of ``evaluate.splits``."""
+    n: int = Field(40, ge=1)
+    select: Literal["all", "hits", "misses", "disagree"] = "all"
+    """``hits`` / ``misses``: the last method hits / misses the referent; ``disagree``: the
+    methods' hit/miss differ."""
+    panel_px: int = Field(384, ge=32)
+    """Longer side of each panel, in pixels."""
+    dpi: int = Field(100, ge=10)
+    max_labels: int = Field(12, ge=0)
+
+
+class GalleryConfig(_Section):
+    """``sepnms gallery``: one static HTML page over an evaluation (``<workdir>/gallery/index.html``)."""
+
+    methods: Optional[list[str]] = None
+    """Default: ``show.methods``."""
+    splits: Optional[list[str]] = None
+    """Default: ``evaluate.splits``."""
+    max_thumbnails: Optional[int] = Field(None, ge=0)
+    """Draw at most this many card images (None: one per expression); every expression still
+    gets a card with its outcomes."""
+    thumb_px: int = Field(160, ge=32)
+    """Longer side of each panel of a thumbnail, in pixels."""
+    page_size: int = Field(60, ge=1)
+    """Cards per page of the page's pager."""
+
+
 class ClipConfig(_Section):
     arch: str = "RN101"
     """open_clip model name, or ``tiny`` (a small ModifiedResNet CLIP built from ``tiny_*``)."""
@@ -192,6 +229,53 @@ class ClipConfig(_Section):
     tiny_text_heads: int = 2
     tiny_context_length: int = 32
     tiny_vocab_size: int = 49408
+
+
+class DetectorConfig(_Section):
+    """MAttNet's Mask R-CNN res101 (C4) at test time (``sepnms.detection``; paper values)."""
+
+    width: int = Field(64, ge=1)
+    """Stem channels; layer1..4 have 1, 2, 4, 8 x width mid channels and 4x that out (64: ResNet-101)."""
+    blocks: tuple[int, int, int, int] = (3, 4, 23, 3)
+    rpn_channels: int = Field(512, ge=1)
+    num_classes: int = 81
+    anchor_scales: list[float] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0])
+    anchor_ratios: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    feat_stride: int = 16
+    pixel_means: tuple[float, float, float] = (102.9801, 115.9465, 122.7717)
+    """BGR means subtracted before resizing."""
+    test_scale: int = 600
+    """Short side of the resized image."""
+    test_max_size: int = 1000
+    """Long side cap of the resized image."""
+    rpn_pre_nms_top_n: int = 6000
+    rpn_post_nms_top_n: int = 300
+    rpn_nms_thresh: float = 0.7
+    bbox_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
+    pool_size: int = 7
+    det_nms: float = 0.3
+    det_score: float = 0.65
+    det_lower_step: float = 0.1
+    batch_images: int = Field(1, ge=1)
+    """Images of the same resized size run through the trunk together."""
+    roi_chunk: int = Field(300, ge=1)
+    """RoIs per pass through layer4."""
+    num_workers: int = Field(0, ge=0)
+    """Image-decoding loader workers of ``detect``."""
+    flush_every: int = Field(64, ge=1)
+    """``detect`` writes a part file every this many images."""
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    """Autocast dtype on CUDA (ignored on CPU)."""
+
+
+class FeaturesConfig(_Section):
+    """Where the C4 maps of train / propose / benchmarks come from."""
+
+    source: Literal["h5", "images"] = "h5"
+    """``h5``: MAttNet head files in ``paths.head_feats_dir``; ``images``: computed from the image
+    with the detector trunk (``paths.detector_checkpoint``), no 150 GB cache needed."""
+    cache_images: int = Field(64, ge=1)
+    """Maps kept in memory (LRU) per process."""
 
 
 class WorldConfig(_Section):
@@ -275,6 +359,10 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     propose: ProposeConfig = Field(default_factory=ProposeConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
+    show: ShowConfig = Field(default_factory=ShowConfig)
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
 
