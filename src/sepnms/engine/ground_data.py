@@ -36,6 +36,7 @@ class ImageObjects:
     boxes: np.ndarray
     categories: np.ndarray
     ref_ids: list[int] = field(default_factory=list)
+    file_name: str = ""
 
 
 @dataclass
@@ -59,7 +60,8 @@ class GroundingData:
             boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                               for a in anns], np.float32).reshape(-1, 4)
             images[iid] = ImageObjects(iid, w, h, [int(a["id"]) for a in anns], boxes,
-                                       np.array([int(a["category_id"]) for a in anns], np.int64))
+                                       np.array([int(a["category_id"]) for a in anns], np.int64),
+                                       file_name=str(refer.img_by_id[iid].get("file_name", "")))
         refs, sentences = {}, {}
         for ref in refer.refs:
             iid = int(ref["image_id"])
@@ -133,10 +135,13 @@ class VisualFeatures:
     fc7 [N, F, s, s]).  With ``cache_key`` the result is kept (LRU of ``size`` images).
     """
 
-    def __init__(self, cfg: Config, size: Optional[int] = None):
+    def __init__(self, cfg: Config, data: Optional[GroundingData] = None, size: Optional[int] = None):
         m = cfg.model
         self.cfg = cfg
-        self.heads = HeadCache(cfg.need_path("head_feats_dir"), m.feat_channels, size=4)
+        images = None
+        if cfg.features.source == "images" and data is not None:
+            images = {iid: cfg.images_dir() / img.file_name for iid, img in data.images.items()}
+        self.heads = HeadCache.for_config(cfg, images, size=4)
         self.layer4 = frozen_layer4(m, cfg.grounding.layer4_source, cfg.paths.maskrcnn_checkpoint, cfg.seed)
         self.size = cfg.grounding.feature_cache_images if size is None else size
         self._cache: OrderedDict[Any, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
