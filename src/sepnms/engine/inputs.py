@@ -157,7 +157,7 @@ class TrainingSet(Dataset):
         cfg, t = self.cfg, self.cfg.train
         sid = int(e["sent_id"])
         rng = np.random.default_rng([cfg.seed, epoch + 1, sid])
-        cand = self.ws.candidates.get(e["image_id"])
+        cand = self.ws.candidates.get(e["image_id"], training=True)
         ctx = self.ws.ctxdb.ctx_boxes(sid) if self.ws.ctxdb is not None else np.zeros((0, 4), np.float32)
         labels = assign_labels(cand.box, np.asarray(e["gt_box"]), ctx, t.pos_iou)
         idx = sample_rois(labels, rng, t.rois_per_expression, t.max_referent, t.max_positive)
