@@ -146,6 +146,9 @@ class EvaluateConfig(_Section):
     remain (the paper keeps about 8-10)."""
     conf_grid_size: int = 200
     hit_iou: float = 0.5
+    bootstrap_samples: int = Field(2000, ge=100)
+    """Resamples of the 95 % bootstrap interval given beside every rate."""
+    bootstrap_seed: int = 0
     top_n_export: int = 10
     ctx_source: str = "train"
     """Which ctxdb (``prepare/ctxdb_<source>.json``) gives the context boxes of the context
