@@ -120,6 +120,12 @@ def cmd_train(args) -> None:
     _print(summary)
 
 
+def cmd_import_weights(args) -> None:
+    from sepnms.engine.import_weights import import_weights
+
+    _print(import_weights(_cfg(args), args.source, args.format, args.name, overwrite=args.overwrite))
+
+
 def cmd_propose(args) -> None:
     from sepnms.engine.propose import merge_proposals, propose
 
@@ -268,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "DistributedDataParallel under torchrun")
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="default: train.model")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
+
+    p = add("import-weights", cmd_import_weights, "the authors' released Ref-NMS / Sep-NMS state dict -> "
+                                                  "<workdir>/models/<name>/best.pt (what propose reads)")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the released .pth file")
+    p.add_argument("--format", required=True, choices=["sepnms-release", "refnms-release"])
+    p.add_argument("--name", default=None, help="model name (default: sepnms / refnms, the name propose reads)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing best.pt")
 
     p = add("propose", cmd_propose, "score every candidate of every expression with all branches")
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None)
