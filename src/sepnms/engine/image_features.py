@@ -17,7 +17,7 @@ import torch
 from sepnms.config import Config
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.detector import MaskRCNNC4
-from sepnms.detection.preprocess import preprocess
+from sepnms.detection.features import autocast, c4_from_rgb  # noqa: F401  (re-exported)
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.images import read_rgb
 
@@ -39,25 +39,6 @@ def check_channels(cfg: Config) -> None:
     if c4 != cfg.model.feat_channels:
         raise ConfigError(f"detector.width {cfg.detector.width} gives {c4}-channel C4 maps but model.feat_channels "
                           f"is {cfg.model.feat_channels}")
-
-
-def autocast(device: str, amp: str):
-    """bf16 / fp16 autocast on CUDA when asked, else a no-op context."""
-    import contextlib
-
-    if amp == "none" or not str(device).startswith("cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-@torch.no_grad()
-def c4_from_rgb(model: MaskRCNNC4, rgb: np.ndarray, device: str = "cpu", amp: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """uint8 RGB [H, W, 3] -> (head float32 [1, C, Hf, Wf], im_info float32 [3]) as MAttNet's files."""
-    dc = model.dc
-    blob, info = preprocess(rgb, dc.pixel_means, dc.test_scale, dc.test_max_size, device=device)
-    with autocast(device, amp):
-        c4 = model.c4(blob)
-    return c4.float().cpu().numpy(), info.numpy()
 
 
 class ImageFeatures:
