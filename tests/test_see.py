@@ -136,3 +136,140 @@ def test_predict_cli_prints_kept_proposals_and_refuses_unknown_images(evaluated,
 
     rc, out, err = _cli(capsys, "predict", "-c", str(config), "--image", str(config), "--expr", "the ring", "-q")
     assert rc == 2 and "detector" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------
+# figures and `sepnms show`
+
+GREEN = np.array([0, 255, 0])
+
+
+def _panel_px(width, height, panel_px=384):
+    """The documented layout, recomputed here: panel size of a width x height image."""
+    s = panel_px / max(width, height)
+    return round(width * s), round(height * s)
+
+
+def _outline_fraction(png, width, height, box, panel, panel_px=384, title_px=48):
+    """Fraction of the positions along the four sides of ``box`` (image pixels) where the figure
+    has an exactly green pixel within 2 pixels of the side, in panel ``panel``."""
+    from PIL import Image
+
+    arr = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    pw, ph = _panel_px(width, height, panel_px)
+    left = panel * (pw + 8)
+    x0, x1 = left + box[0] * pw / width, left + box[2] * pw / width
+    y0, y1 = title_px + box[1] * ph / height, title_px + box[3] * ph / height
+
+    def green(ys, xs):
+        return bool((arr[ys, xs] == GREEN).all(-1).any())
+
+    hits = []
+    for x in range(int(x0) + 4, int(x1) - 3):
+        for y in (y0, y1):
+            hits.append(green(slice(max(int(y) - 2, 0), int(y) + 3), x))
+    for y in range(int(y0) + 4, int(y1) - 3):
+        for x in (x0, x1):
+            hits.append(green(y, slice(max(int(x) - 2, 0), int(x) + 3)))
+    inside = arr[int(y0) + 6:int(y1) - 6, int(x0) + 6:int(x1) - 6]
+    return float(np.mean(hits)), int((inside == GREEN).all(-1).sum())
+
+
+def test_figure_size_and_dashed_gt_outline(tmp_path):
+    from PIL import Image
+
+    from sepnms.evaluation.figures import Panel, draw_expression
+
+    img = np.full((150, 250, 3), 90, np.uint8)
+    gt = [40.0, 30.0, 140.0, 110.0]
+    props = np.array([[45, 35, 150, 115], [0, 0, 60, 50], [120, 60, 240, 140]], float)
+    panels = [Panel("det", props, ["cat", "dog", "cat"], np.array([0.9, 0.5, 0.2]), False),
+              Panel("sepnms", props[:1], ["cat"], np.array([0.8]), True)]
+    out = draw_expression(img, "the cat on the left", gt, np.array([[120, 60, 240, 140.]]), panels, tmp_path / "f.png")
+    pw, ph = _panel_px(250, 150)
+    assert Image.open(out).size == (2 * pw + 8, 48 + ph + 22)
+    for panel in (0, 1):
+        on, inside = _outline_fraction(out, 250, 150, gt, panel)
+        assert on > 0.4, on  # dashed: a good share of the outline is exactly the GT colour
+        assert inside == 0   # and the inside is not painted
+    # an empty drawing fails the same check
+    blank = draw_expression(img, "x", None, np.zeros((0, 4)), [Panel("det", np.zeros((0, 4)), [], np.zeros(0))],
+                            tmp_path / "blank.png")
+    assert _outline_fraction(blank, 250, 150, gt, 0)[0] == 0.0
+
+
+def _independent_hits(cfg, method, split):
+    """sent_id -> hit, computed here from the fused table and metrics.json (IoU by hand)."""
+    from sepnms.data.refdb import load_refdb
+    from sepnms.engine.evaluate import fused_path
+    from sepnms.io.proposals import read_proposals
+
+    conf = json.loads((Path(cfg.workdir) / "eval" / "metrics.json").read_text())[method][split]["conf"]
+    gt = {int(e["sent_id"]): e["gt_box"] for e in load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json").split(split)}
+    out = {}
+    for e in read_proposals(fused_path(cfg, method, split)):
+        s = e.scores["score"].astype(np.float64)
+        order = np.argsort(-s, kind="stable")
+        keep = order[:max(1, int((s > conf).sum()))] if len(s) else order
+        g = gt[e.sent_id]
+        hit = False
+        for b in e.box[keep]:
+            iw = max(0.0, min(b[2], g[2]) - max(b[0], g[0]))
+            ih = max(0.0, min(b[3], g[3]) - max(b[1], g[1]))
+            inter = iw * ih
+            union = (b[2] - b[0]) * (b[3] - b[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
+            hit |= union > 0 and inter / union > 0.5
+        out[e.sent_id] = bool(hit)
+    return out
+
+
+def test_show_cli_writes_one_figure_per_expression(evaluated, capsys):
+    from PIL import Image
+
+    from sepnms.data.refdb import load_refdb
+
+    cfg, config = evaluated
+    rc, out, err = _cli(capsys, "show", "-c", str(config), "--methods", "det", "sepnms", "--n", "3", "-q")
+    assert rc == 0, err
+    figs = sorted((Path(cfg.workdir) / "show" / "val").glob("*.png"))
+    assert len(figs) == 3
+    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    for f in figs:
+        e = refdb.by_sent[int(f.stem)]
+        w, h = refdb.image_size(e["image_id"])
+        pw, ph = _panel_px(w, h)
+        assert Image.open(f).size == (2 * pw + 8, 48 + ph + 22)
+        for panel in (0, 1):
+            assert _outline_fraction(f, w, h, e["gt_box"], panel)[0] > 0.3
+
+
+def test_show_disagree_selects_expressions_whose_outcomes_differ(evaluated, tmp_path):
+    from sepnms.engine.show import show
+
+    cfg, _ = evaluated
+    det, sep = _independent_hits(cfg, "det", "val"), _independent_hits(cfg, "sepnms", "val")
+    differ = [s for s in det if det[s] != sep[s]]
+    paths = show(cfg, ["det", "sepnms"], "val", n=1000, select_how="disagree", out_dir=tmp_path, progress=False)
+    assert sorted(int(p.stem) for p in paths) == sorted(differ)
+    assert len(det) > 0
+    misses = show(cfg, ["det", "sepnms"], "val", n=1000, select_how="misses", out_dir=tmp_path / "m", progress=False)
+    assert sorted(int(p.stem) for p in misses) == sorted(s for s in sep if not sep[s])
+
+
+def test_show_refuses_a_method_without_fused_table(evaluated, capsys):
+    cfg, config = evaluated
+    rc, out, err = _cli(capsys, "show", "-c", str(config), "--methods", "det", "nosuch", "-q")
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "no fused table of method 'nosuch'" in err
+
+
+def test_predict_figure(evaluated, tmp_path, capsys):
+    from PIL import Image
+
+    cfg, config = evaluated
+    iid = sorted(json.loads((Path(cfg.workdir) / "prepare" / "refdb.json").read_text())["images"], key=int)[0]
+    rc, out, err = _cli(capsys, "predict", "-c", str(config), "--image", iid, "--expr", "the ring",
+                        "--figure", str(tmp_path / "p.png"), "-q")
+    assert rc == 0, err
+    assert json.loads(out)["figure"] == str(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").size[0] > 100

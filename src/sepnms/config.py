@@ -159,6 +159,40 @@ class ProposeConfig(_Section):
     images; an interrupted run resumes after the last part written."""
 
 
+class ShowConfig(_Section):
+    """``sepnms show``: qualitative figures, one PNG per expression (``<workdir>/show/<split>/``)."""
+
+    methods: list[str] = Field(default_factory=lambda: ["det", "refnms", "sepnms"])
+    """Fused methods drawn side by side (those without a fused table are skipped unless named
+    on the command line)."""
+    split: Optional[str] = None
+    """Default: the first of ``evaluate.splits``."""
+    n: int = Field(40, ge=1)
+    select: Literal["all", "hits", "misses", "disagree"] = "all"
+    """``hits`` / ``misses``: the last method hits / misses the referent; ``disagree``: the
+    methods' hit/miss differ."""
+    panel_px: int = Field(384, ge=32)
+    """Longer side of each panel, in pixels."""
+    dpi: int = Field(100, ge=10)
+    max_labels: int = Field(12, ge=0)
+
+
+class GalleryConfig(_Section):
+    """``sepnms gallery``: one static HTML page over an evaluation (``<workdir>/gallery/index.html``)."""
+
+    methods: Optional[list[str]] = None
+    """Default: ``show.methods``."""
+    splits: Optional[list[str]] = None
+    """Default: ``evaluate.splits``."""
+    max_thumbnails: Optional[int] = Field(None, ge=0)
+    """Draw at most this many card images (None: one per expression); every expression still
+    gets a card with its outcomes."""
+    thumb_px: int = Field(160, ge=32)
+    """Longer side of each panel of a thumbnail, in pixels."""
+    page_size: int = Field(60, ge=1)
+    """Cards per page of the page's pager."""
+
+
 class ClipConfig(_Section):
     arch: str = "RN101"
     """open_clip model name, or ``tiny`` (a small ModifiedResNet CLIP built from ``tiny_*``)."""
@@ -257,6 +291,58 @@ class WorldConfig(_Section):
     image_format: Literal["jpg", "png"] = "jpg"
 
 
+class GroundingConfig(_Section):
+    """The second stage: MAttNet for box comprehension (``sepnms ground``; METHOD.md "Second stage").
+
+    Defaults are the released MAttNet's (``paper``); the ``demo`` preset shrinks the sizes.  The
+    visual inputs come from the detector's C4 head maps (``paths.head_feats_dir``, ``model.feat_*``)
+    and its layer4 (``model.head_*`` sizes), frozen.
+    """
+
+    word_embedding_size: int = 512
+    word_vec_size: int = 512
+    rnn_hidden_size: int = 512
+    jemb_dim: int = 512
+    word_drop_out: float = 0.5
+    jemb_drop_out: float = 0.1
+    visual_drop_out: float = 0.2
+    visual_init_norm: float = 20.0
+    num_cxt: int = 5
+    """Same-category neighbours of the location module and context objects of the relation module."""
+    vocab_min_count: int = 5
+    """Training tokens kept when their count is strictly greater than this (MAttNet: > 5)."""
+    max_length: Optional[int] = None
+    """Token limit; None = MAttNet's: 10 for refcoco / refcoco+, 20 for refcocog."""
+    num_atts: int = 50
+    att_weight: float = 1.0
+    """Weight of the attribute BCE; used only when ``paths.data_json`` carries ``att_wds`` labels."""
+    margin: float = 0.1
+    visual_rank_weight: float = 1.0
+    lang_rank_weight: float = 1.0
+    visual_sample_ratio: float = 0.3
+    """Probability of a same-category visual / language negative (when the image has one)."""
+    layer4_source: Literal["maskrcnn", "random"] = "maskrcnn"
+    """``maskrcnn``: the detector's layer4 from ``paths.maskrcnn_checkpoint``; ``random``: a seeded
+    random layer4 (the embedded world has no detector checkpoint).  Frozen either way."""
+    lr: float = 4e-4
+    betas: tuple[float, float] = (0.8, 0.999)
+    eps: float = 1e-8
+    batch_images: int = 15
+    seq_per_ref: int = 3
+    grad_clip: float = 0.1
+    lr_decay_start: int = 8000
+    lr_decay_every: int = 8000
+    lr_decay: float = 0.1
+    max_iters: int = 30000
+    eval_every: int = 2000
+    checkpoint_every: int = 500
+    train_split: str = "train"
+    val_split: str = "val"
+    val_max_sentences: Optional[int] = None
+    feature_cache_images: int = 64
+    """Images whose frozen pool5 / fc7 grids stay in memory (LRU)."""
+
+
 class Config(_Section):
     preset: Literal["paper", "demo"] = "paper"
     dataset: Literal["refcoco", "refcoco+", "refcocog"] = "refcoco"
@@ -273,9 +359,12 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     propose: ProposeConfig = Field(default_factory=ProposeConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
+    show: ShowConfig = Field(default_factory=ShowConfig)
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
 
     @model_validator(mode="after")
     def _check_dataset(self) -> "Config":

@@ -130,7 +130,7 @@ class Predictor:
         self.rule = rule or ("refnms" if model_type == "refnms" else cfg.fusion.rule)
         self.ws = Workspace.open(cfg, need_text=False)
         self.model = load_trained(cfg, self.ws, model_type)
-        self.heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=4)
+        self.heads = HeadCache.for_config(cfg, self.ws.refdb, size=4)
         self.encoder = None
         if model_type == "sepnms":
             from sepnms.engine.encode_text import encoder_dir
@@ -230,3 +230,17 @@ class Predictor:
                          int(ec.cls_idx[i]), float(ec.det_score[i]), opt("ref_score", i), float(ec.scores["ctx_score"][i]),
                          float(fused[i]), int(i) in kept, opt("clip_score", i))
                 for i in order]
+
+    def figure(self, image: int | str | Path, expression: str, out: Path,
+               proposals: Optional[list[Proposal]] = None) -> Path:
+        """Draw the kept proposals of ``expression`` on ``image`` (one panel, as ``sepnms show``)."""
+        from sepnms.engine.show import load_image
+        from sepnms.evaluation.figures import Panel, draw_expression
+
+        props = [p for p in (proposals if proposals is not None else self.predict(image, expression)) if p.kept]
+        panel = Panel(self.name, np.asarray([p.box for p in props], np.float64).reshape(-1, 4),
+                      [p.category for p in props], np.asarray([p.fused_score for p in props]))
+        sc = self.cfg.show
+        return draw_expression(load_image(self.cfg, self.ws.refdb, self.image_id(image)), expression, None,
+                               np.zeros((0, 4)), [panel], out, panel_px=sc.panel_px, dpi=sc.dpi,
+                               max_labels=sc.max_labels)
