@@ -87,3 +87,24 @@ def check_image_inputs(cfg: Config, refdb) -> None:
                                             f"(first: image_id {missing[0]})")
     if files:
         read_rgb(files[min(files)])
+
+
+def features_check(cfg: Config, n_images: int = 4) -> dict:
+    """Cheap check that ``features.source: images`` reproduces the HDF5 head features: the C4 maps
+    of the first ``n_images`` images computed from their files vs ``paths.head_feats_dir``."""
+    from sepnms.data.refdb import load_refdb
+    from sepnms.engine.inputs import HeadCache, refdb_image_files
+
+    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    ids = sorted(refdb.images)[:n_images]
+    h5 = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=1)
+    images = ImageFeatures(cfg, refdb_image_files(cfg, refdb))
+    worst, scale_diff = 0.0, 0.0
+    for iid in ids:
+        (a, sa), (b, info) = h5.get(iid), images(iid)
+        if tuple(a.shape) != b.shape:
+            raise InputError(h5.feats_dir, f"image_id {iid}: head {tuple(a.shape)} in the HDF5 file but {b.shape} "
+                                           "from the image (another detector or resize?)")
+        worst = max(worst, float(np.abs(a.numpy() - b).max()))
+        scale_diff = max(scale_diff, abs(sa - float(info[2])))
+    return {"images": len(ids), "max_abs_diff": worst, "max_scale_diff": scale_diff}
