@@ -93,7 +93,10 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int):
         iid = self.ids[i]
-        rgb = read_rgb(self.files[iid])
+        try:
+            rgb = read_rgb(self.files[iid])
+        except InputError as err:  # handed to the main process whole (a worker would wrap it in a traceback)
+            return iid, None, None, err.problem
         blob, info = preprocess(rgb, self.dc.pixel_means, self.dc.test_scale, self.dc.test_max_size)
         return iid, blob, info, rgb.shape[:2]
 
@@ -189,6 +192,9 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="detect", unit="img", disable=not progress)
     for chunk in chunks:
         items = [next(stream) for _ in chunk]
+        for iid, blob, _, problem in items:
+            if blob is None:
+                raise InputError(files[iid], problem)
         by_shape: dict[tuple, list] = {}
         for it in items:
             by_shape.setdefault(tuple(it[1].shape), []).append(it)
