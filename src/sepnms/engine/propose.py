@@ -276,6 +276,7 @@ def propose(cfg: Config, model_type: Optional[str] = None, splits: Optional[list
     cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})  # cuda -> cuda:<LOCAL_RANK>
     name, attrs, fingerprint = _outputs(cfg, model_type)
     ws = Workspace.open(cfg, need_text=(model_type == "sepnms"))
+    ws.refdb.check_splits(splits or cfg.evaluate.splits, Path(cfg.workdir) / "prepare" / "refdb.json")
     model = load_trained(cfg, ws, model_type)
     heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=2)
     fn = per_expression_scores if reference else score_image
