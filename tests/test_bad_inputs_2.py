@@ -296,3 +296,349 @@ def test_refused_clip_checkpoints_do_not_advise_unsafe_loading(tiny_world, prepa
     line = assert_one_clear_error(rc, out, err, command, evil, "refused, it references posix.mkdir",
                                   "loading it could run code")
     assert "weights_only" not in line and not marker.exists()
+
+
+# =======================================================================================
+# 2. malformed fields anywhere: schemas at the boundary, with the path of the bad field
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _set_refs(world: Path, edit) -> None:
+    refs = load_refs(world)
+    edit(refs)
+    write_refs(world, refs)
+
+
+def _refs_fault(fault: str, world: Path):
+    """Apply ``fault`` to a world copy; return (the bad file, the needles of the message)."""
+    inst, data_json = instances_path(world), world / "prepro" / "data.json"
+    if fault == "tokens None":
+        _set_refs(world, lambda r: r[3]["sentences"][0].__setitem__("tokens", None))
+        return refs_path(world), ["[3].sentences[0].tokens: Input should be a valid list (got None)"]
+    if fault == "string image id":
+        _set_refs(world, lambda r: r[2].__setitem__("image_id", str(r[2]["image_id"])))
+        return refs_path(world), ["[2].image_id: Input should be a valid integer (got '"]
+    if fault == "string in a bbox":
+        _edit_json(inst, lambda d: d["annotations"][5]["bbox"].__setitem__(1, "12"))
+        return inst, ["annotations[5].bbox[1]: Input should be a valid number (got '12')"]
+    if fault == "NaN in a bbox":
+        _edit_json(inst, lambda d: d["annotations"][0].__setitem__("bbox", [float("nan"), 1.0, 2.0, 3.0]))
+        return inst, ["annotations[0].bbox[0]: Input should be a finite number"]
+    if fault == "string image size in data.json":
+        _edit_json(data_json, lambda d: d["images"][4].__setitem__("width", "640"))
+        return data_json, ["images[4].width: Input should be a valid integer (got '640')"]
+    if fault == "instances not UTF-8":
+        inst.write_bytes(b"\xff\xfe" + inst.read_bytes())
+        return inst, ["not UTF-8 text (byte 0xff at offset 0)"]
+    if fault == "instances not an object":
+        inst.write_text("[1, 2, 3]")
+        return inst, ["the top level is a JSON list, expected an object"]
+    if fault == "deep nesting":
+        inst.write_text("[" * 200_000 + "]" * 200_000)
+        return inst, ["nested too deeply"]
+    raise AssertionError(fault)
+
+
+@pytest.mark.parametrize("fault", ["tokens None", "string image id", "string in a bbox", "NaN in a bbox",
+                                   "string image size in data.json", "instances not UTF-8",
+                                   "instances not an object", "deep nesting"])
+def test_malformed_field_in_refer_or_data_json(tiny_world, prepared_copy, tmp_path, capsys, fault):
+    work, before = prepared_copy
+    world = copy_world(tiny_world, tmp_path)
+    bad, needles = _refs_fault(fault, world)
+    rc, out, err = cli(capsys, "prepare", world, work, "--overwrite")
+    assert_one_clear_error(rc, out, err, "prepare", bad, *needles)
+    assert_prepare_untouched(work, before, tmp_path)
+
+
+@pytest.mark.parametrize("fault,needle", [
+    ("not UTF-8", "not UTF-8 text"),
+    ("not an object", "the top level is a JSON str, expected an object"),
+    ("tokens None", "expressions[0].tokens: Input should be a valid list (got None)"),
+    ("string gt_box", "expressions[1].gt_box[2]: Input should be a valid number (got 'wide')"),
+])
+def test_malformed_refdb_json(tiny_world, prepared_copy, tmp_path, capsys, fault, needle):
+    """Our own files are read with the same care (a refdb.json edited by hand, or damaged)."""
+    work, _ = prepared_copy
+    refdb = work / "prepare" / "refdb.json"
+    if fault == "not UTF-8":
+        refdb.write_bytes(b"\x80" + refdb.read_bytes())
+    elif fault == "not an object":
+        refdb.write_text('"sepnms-refdb"')
+    elif fault == "tokens None":
+        _edit_json(refdb, lambda d: d["expressions"][0].__setitem__("tokens", None))
+    else:
+        _edit_json(refdb, lambda d: d["expressions"][1]["gt_box"].__setitem__(2, "wide"))
+    before = snapshot(work)
+    rc, out, err = cli(capsys, "train", tiny_world, work)
+    assert_one_clear_error(rc, out, err, "train", refdb, needle)
+    assert snapshot(work) == before and temp_files(tmp_path) == []
+
+
+# =======================================================================================
+# 3. plausible-looking wrong data, refused at prepare
+
+
+@pytest.mark.parametrize("fault,needles", [
+    ("negative width", ["annotations[3] (id ", "has a negative width"]),
+    ("negative height", ["annotations[3] (id ", "has a negative height"]),
+    ("duplicated annotation id", ["duplicate annotation id ", "(annotations[2] and annotations[9])",
+                                  "a later copy would silently replace the first"]),
+    ("duplicated image id", ["duplicate image id ", "(images[0] and images[1])"]),
+    ("79 categories", ["79 categories; the detector's 80 classes need all 80 COCO categories"]),
+])
+def test_plausible_wrong_instances_are_refused_at_prepare(tiny_world, prepared_copy, tmp_path, capsys, fault, needles):
+    work, before = prepared_copy
+    world = copy_world(tiny_world, tmp_path)
+    inst = instances_path(world)
+
+    def edit(d):
+        if fault == "negative width":
+            d["annotations"][3]["bbox"][2] = -abs(d["annotations"][3]["bbox"][2]) - 1
+        elif fault == "negative height":
+            d["annotations"][3]["bbox"][3] = -5.0
+        elif fault == "duplicated annotation id":
+            d["annotations"][9]["id"] = d["annotations"][2]["id"]
+        elif fault == "duplicated image id":
+            d["images"][1]["id"] = d["images"][0]["id"]
+        else:
+            used = {a["category_id"] for a in d["annotations"]}
+            d["categories"] = [c for c in d["categories"] if c["id"] != next(c["id"] for c in d["categories"][::-1]
+                                                                              if c["id"] not in used)]
+    _edit_json(inst, edit)
+    rc, out, err = cli(capsys, "prepare", world, work, "--overwrite")
+    assert_one_clear_error(rc, out, err, "prepare", inst, *needles)
+    assert_prepare_untouched(work, before, tmp_path)
+
+
+# =======================================================================================
+# 4. training: a lock per run, resuming with changed settings, --no-resume, divergence
+
+
+def test_two_train_runs_cannot_share_a_run(tiny_world, trained, tmp_path, capsys):
+    import fcntl
+
+    work = copy_work(trained, tmp_path)
+    folder = work / "models" / "sepnms"
+    before = snapshot(work)
+    fd = os.open(folder, os.O_RDONLY)  # what a running `sepnms train` holds: a flock on its run folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rc, out, err = cli(capsys, "train", tiny_world, work, "--no-resume")
+    finally:
+        os.close(fd)
+    assert_one_clear_error(rc, out, err, "train", folder, "another `sepnms train` is running on this run")
+    assert snapshot(work) == before and temp_files(tmp_path) == []
+
+
+def test_resuming_with_changed_train_settings_is_refused(tiny_world, trained, tmp_path, capsys):
+    work = copy_work(trained, tmp_path)
+    last = work / "models" / "sepnms" / "last.pt"
+    before = snapshot(work)
+    rc, out, err = cli(capsys, "train", tiny_world, work, "--set", "train.max_steps=3", "--set",
+                       "train.val_max_expressions=4", "--set", "train.lr_head=0.125", "--set", "train.batch_size=4")
+    line = assert_one_clear_error(rc, out, err, "train", last, "cannot resume with changed settings",
+                                  "train.batch_size (8 -> 4)", "-> 0.125)", "--no-resume")
+    assert "max_steps" not in line  # how long to run is applied, not refused
+    assert snapshot(work) == before and temp_files(tmp_path) == []
+
+
+def test_resuming_with_more_steps_is_applied(tiny_world, trained, tmp_path, capsys, caplog):
+    import torch
+
+    work = copy_work(trained, tmp_path)
+    with caplog.at_level("INFO"):
+        rc, out, err = cli(capsys, "train", tiny_world, work, "--set", "train.max_steps=3", "--set",
+                           "train.val_max_expressions=4")
+    assert rc == 0, err
+    assert "train.max_steps changed from 2 to 3 (applied)" in caplog.text
+    last = torch.load(work / "models" / "sepnms" / "last.pt", weights_only=True)
+    assert last["state"]["step"] == 3
+
+
+def test_diverging_run_after_no_resume_keeps_the_old_checkpoints(tiny_world, trained, tmp_path, capsys, monkeypatch):
+    """A new run (--no-resume) whose loss becomes NaN stops with one line, and the previous run's
+    best.pt and last.pt are still there byte for byte (nothing was deleted before the new run had
+    a checkpoint of its own)."""
+    import sepnms.engine.train as train_mod
+
+    work = copy_work(trained, tmp_path)
+    before = snapshot(work)
+    real = train_mod.batch_loss
+    monkeypatch.setattr(train_mod, "batch_loss", lambda *a: real(*a) * float("nan"))
+    rc, out, err = cli(capsys, "train", tiny_world, work, "--no-resume")
+    assert_one_clear_error(rc, out, err, "train", "training diverged at step 1: the training loss is nan",
+                           "train.lr_head=", work / "models" / "sepnms")
+    after = snapshot(work)
+    for name in ("models/sepnms/best.pt", "models/sepnms/last.pt"):
+        assert after[name] == before[name]
+    assert temp_files(tmp_path) == []
+
+
+def test_no_resume_replaces_the_old_checkpoints_once_it_has_its_own(tiny_world, trained, tmp_path, capsys):
+    import torch
+
+    work = copy_work(trained, tmp_path)
+    rc, out, err = cli(capsys, "train", tiny_world, work, "--no-resume", "--set", "train.max_steps=1",
+                       "--set", "train.val_max_expressions=4")
+    assert rc == 0, err
+    for name in ("best.pt", "last.pt"):
+        ck = torch.load(work / "models" / "sepnms" / name, weights_only=True)
+        assert ck["config"]["train"]["max_steps"] == 1  # the new run's, not the old run's (2)
+
+
+# =======================================================================================
+# 5. outputs of another configuration used together
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tiny_world, tmp_path_factory):
+    """A trained workdir after propose, fuse and evaluate of the val split."""
+    from sepnms.cli import main
+    from test_bad_inputs import SETS
+
+    work = tmp_path_factory.mktemp("evaluated") / "work"
+    import shutil
+
+    shutil.copytree(trained, work)
+    base = ["--config", str(tiny_world / "config.yaml"), "--set", f"workdir={work}", "--quiet", *SETS,
+            "--set", "evaluate.splits=[val]"]
+    assert main(["propose", *base]) == 0
+    assert main(["fuse", *base, "--model", "sepnms", "--rule", "sep", "--name", "sepnms"]) == 0
+    assert main(["evaluate", *base, "--methods", "sepnms"]) == 0
+    return work
+
+
+def test_export_refuses_a_conf_chosen_for_another_fused_table(tiny_world, evaluated, tmp_path, capsys):
+    """Re-fused with other settings after evaluate: the conf in metrics.json belongs to the old table."""
+    work = copy_work(evaluated, tmp_path)
+    rc, out, err = cli(capsys, "fuse", tiny_world, work, "--model", "sepnms", "--rule", "sep", "--name", "sepnms",
+                       "--splits", "val", "--set", "fusion.nms_iou=0.9")
+    assert rc == 0, err
+    before = snapshot(work)
+    rc, out, err = cli(capsys, "export", tiny_world, work, "--method", "sepnms", "--splits", "val")
+    assert_one_clear_error(rc, out, err, "export", work / "fused" / "sepnms" / "val.h5",
+                           "changed since `sepnms evaluate` chose conf", "re-run `sepnms evaluate`")
+    assert snapshot(work) == before and not (work / "export").exists()
+    # and after evaluate, export works
+    rc, out, err = cli(capsys, "evaluate", tiny_world, work, "--methods", "sepnms", "--set", "evaluate.splits=[val]")
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "export", tiny_world, work, "--method", "sepnms", "--splits", "val")
+    assert rc == 0, err
+
+
+def test_evaluate_refuses_fused_tables_of_another_world(tiny_world, evaluated, tmp_path, capsys):
+    from sepnms.io.proposals import ExpressionCandidates, ProposalTable, write_proposals
+
+    work = copy_work(evaluated, tmp_path)
+    table = work / "fused" / "other" / "val.h5"
+    write_proposals(table, ProposalTable("val", "fused", [
+        ExpressionCandidates(900001 + i, 5, 7, np.array([[0, 0, 10, 10]], np.float32), np.array([1], np.int32),
+                             np.array([0.9], np.float32), {"score": np.array([0.9], np.float32)}) for i in range(3)]))
+    before = snapshot(work)
+    rc, out, err = cli(capsys, "evaluate", tiny_world, work, "--methods", "other", "--set", "evaluate.splits=[val]")
+    assert_one_clear_error(rc, out, err, "evaluate", table, "3 of its 3 expressions are not in split 'val'",
+                           "(e.g. sent_id 900001)", "another dataset or work directory")
+    assert snapshot(work) == before
+
+
+def test_propose_with_a_model_trained_on_another_vocabulary(tiny_world, trained, tmp_path, capsys):
+    """Same vocabulary size, other words (another dataset): refused, not scored silently wrong."""
+    work = copy_work(trained, tmp_path)
+    vocab = work / "prepare" / "vocab.json"
+    _edit_json(vocab, lambda d: d["words"].__setitem__(slice(1, 3), d["words"][2:0:-1]))
+    before = snapshot(work)
+    rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val")
+    assert_one_clear_error(rc, out, err, "propose", work / "models" / "sepnms" / "best.pt",
+                           "checkpoint was trained on another vocabulary", str(vocab))
+    after = snapshot(work)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert not [k for k in after if k.endswith(".h5") and k not in before]
+
+
+@pytest.mark.parametrize("command,extra,needle", [
+    ("propose", ["--splits", "tset"], "split 'tset' has no expression in this refdb"),
+    ("downstream", ["--split", "tset", "--predictions", "PRED"], "split 'tset' has no expression in this refdb"),
+    ("downstream", ["--split", "val", "--predictions", "PRED"], "predictions name sent_ids that are not expressions of split 'val'"),
+    ("evaluate", ["--set", "evaluate.splits=[val,tset]"], "evaluate.splits 'tset' has no expression"),
+])
+def test_unknown_splits_and_sent_ids_are_refused(tiny_world, trained, tmp_path, capsys, command, extra, needle):
+    work = copy_work(trained, tmp_path)
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps([{"sent_id": 987654321, "box": [0, 0, 5, 5]}]))
+    (work / "fused" / "m").mkdir(parents=True)  # evaluate: a method folder, so it reaches the splits
+    before = snapshot(work)
+    rc, out, err = cli(capsys, command, tiny_world, work, *[str(pred) if e == "PRED" else e for e in extra])
+    bad = pred if "predictions name" in needle else work / "prepare" / "refdb.json"
+    assert_one_clear_error(rc, out, err, command, bad, needle)
+    after = snapshot(work)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert not [k for k in after if k.endswith((".h5", ".json")) and k not in before]
+
+
+# =======================================================================================
+# 6. propose keeps the good table; free space before the merge
+
+
+def _proposed(tiny_world, trained, tmp_path, capsys) -> tuple[Path, Path, bytes]:
+    work = copy_work(trained, tmp_path)
+    rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val")
+    assert rc == 0, err
+    table = work / "proposals" / "sepnms" / "val.h5"
+    return work, table, table.read_bytes()
+
+
+def test_failing_propose_rerun_keeps_the_good_table(tiny_world, trained, tmp_path, capsys):
+    from sepnms.io.head_feats import read_head, write_head
+
+    work, table, earlier = _proposed(tiny_world, trained, tmp_path, capsys)
+    world = copy_world(tiny_world, tmp_path)
+    refdb = json.loads((work / "prepare" / "refdb.json").read_text())
+    first = sorted({int(e["image_id"]) for e in refdb["expressions"] if e["split"] == "val"})[0]
+    head, im_info = read_head(world / "head_feats", first)
+    head[0, 0, 0, 0] = np.nan
+    write_head(world / "head_feats", first, head, im_info)
+    rc, out, err = cli(capsys, "propose", world, work, "--splits", "val")
+    assert_one_clear_error(rc, out, err, "propose", world / "head_feats" / f"{first}.h5", "NaN or Inf")
+    assert table.read_bytes() == earlier and temp_files(tmp_path) == []
+
+
+def test_propose_merge_checks_free_space_first(tiny_world, trained, tmp_path, capsys, monkeypatch):
+    from sepnms.io import fs
+
+    work, table, earlier = _proposed(tiny_world, trained, tmp_path, capsys)
+    monkeypatch.setattr(fs, "free_bytes", lambda folder: 4096)
+    rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val", "--set", "propose.flush_every=2")
+    assert_one_clear_error(rc, out, err, "propose", table, "not enough free space for the merged file", "4.0 KiB free")
+    assert table.read_bytes() == earlier and temp_files(tmp_path) == []
+
+
+def test_disk_full_in_fuse(tiny_world, evaluated, tmp_path, capsys, monkeypatch):
+    work = copy_work(evaluated, tmp_path)
+    before = snapshot(work)
+    _enospc_after(monkeypatch, 0)
+    rc, out, err = cli(capsys, "fuse", tiny_world, work, "--model", "sepnms", "--rule", "sep", "--name", "sepnms",
+                       "--splits", "val")
+    assert_one_clear_error(rc, out, err, "fuse", work / "fused" / "sepnms" / "val.h5", "no space left on device (ENOSPC)")
+    assert snapshot(work) == before and temp_files(tmp_path) == []
+
+
+# =======================================================================================
+# 7. the stale-part warning says what was discarded and why
+
+
+def test_stale_parts_warning_says_what_and_why(tiny_world, trained, tmp_path, capsys, caplog):
+    work = copy_work(trained, tmp_path)
+    parts = work / "proposals" / "sepnms" / "val.parts"
+    parts.mkdir(parents=True)
+    (parts / "meta.json").write_text(json.dumps({"fingerprint": "0123456789abcdef", "final": "val.h5"}))
+    with caplog.at_level("WARNING"):
+        rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val")
+    assert rc == 0, err
+    assert (f"{parts}: discarding an empty parts folder (an earlier run stopped before finishing any part): "
+            "written by another model or configuration (fingerprint 0123456789abcdef, now ") in caplog.text

@@ -36,29 +36,26 @@ class TrainRunLocked(SepNMSError):
 
 @contextlib.contextmanager
 def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
-    """Hold ``<folder>/.train.lock`` (``fcntl.flock``, released when the process ends, even by
-    SIGKILL) for the whole run; refuse at once if another process holds it."""
+    """Hold an exclusive ``fcntl.flock`` on the run folder itself (no lock file is left behind;
+    the kernel releases it when the process ends, even by SIGKILL) for the whole run; refuse at
+    once if another process holds it."""
     if not enabled:
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ".train.lock"
-    with open(path, "a+") as fh:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            raise TrainRunLocked(f"{folder}: another `sepnms train` is running on this run (pid {holder}); wait "
-                                 "for it to finish, or train into another workdir") from None
+            raise TrainRunLocked(f"{folder}: another `sepnms train` is running on this run; wait for it to "
+                                 "finish, or train into another workdir") from None
         try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(str(os.getpid()))
-            fh.flush()
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def check_resume_settings(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:

@@ -15,8 +15,8 @@ from sepnms.io.schemas import DataJson, load_json, validate
 
 def load_data_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    data = load_json(path, "MAttNet data.json")
-    if not isinstance(data.get("images"), list):
+    data = load_json(path, "MAttNet data.json", expect=None)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError(path, "expected an object with an 'images' list (MAttNet data.json)")
     for img in data["images"]:
         for key in ("image_id", "width", "height"):

@@ -159,7 +159,7 @@ class PartFiles:
         else:
             what = f"{len(parts)} part file(s)" + (f" covering {n_keys} image(s)" if n_keys is not None else "")
         why = ("its meta.json is missing or unreadable" if old is None else
-               f"they were written by another model or configuration (fingerprint {old}, now {self.fingerprint})")
+               f"written by another model or configuration (fingerprint {old}, now {self.fingerprint})")
         return f"{self.folder}: discarding {what}: {why}; the work is redone"
 
     def missing(self, expected: Iterable[int]) -> set[int]:
