@@ -209,6 +209,27 @@ def cmd_demo(args) -> None:
     print(f"report: {Path(args.workdir) / 'report.md'}")
 
 
+def cmd_predict(args) -> None:
+    from sepnms.engine.predict import Predictor
+
+    pred = Predictor.from_config(_cfg(args), args.model, args.rule)
+    proposals = pred.predict(args.image, args.expr)
+    shown = proposals if args.all else [p for p in proposals if p.kept]
+    result = {"image_id": pred.image_id(args.image), "expression": args.expr, "model": pred.name, "rule": pred.rule,
+              "conf": pred.conf, "proposals": [p.to_dict() for p in shown]}
+    if args.figure:
+        result["figure"] = str(pred.figure(args.image, args.expr, Path(args.figure), proposals))
+    _print(result)
+
+
+def cmd_show(args) -> None:
+    from sepnms.engine.show import show
+
+    cfg = _cfg(args)
+    paths = show(cfg, args.methods, args.split, args.n, args.select, args.ids, progress=not args.quiet)
+    _print({"figures": len(paths), "folder": str(paths[0].parent) if paths else None})
+
+
 def cmd_config(args) -> None:
     print(_cfg(args).to_yaml())
 
@@ -286,6 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "run the whole method on the embedded world and write report.md", "demo")
     p.add_argument("--workdir", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--seed", type=int, default=0)
+
+    p = add("predict", cmd_predict, "proposals of a trained model for one image and one expression (JSON)")
+    p.add_argument("--image", required=True, metavar="ID_OR_PATH", help="an image id of the dataset")
+    p.add_argument("--expr", required=True, metavar="TEXT", help="the referring expression")
+    p.add_argument("--model", choices=["sepnms", "refnms", "sepnms_clipctx"], default="sepnms")
+    p.add_argument("--rule", choices=["det", "refnms", "sep", "sep+clip"], default=None,
+                   help="fusion rule (default: refnms for refnms, else fusion.rule)")
+    p.add_argument("--all", action="store_true", help="print every candidate, not only the kept ones")
+    p.add_argument("--figure", default=None, metavar="PNG", help="also draw the kept proposals on the image")
+
+    p = add("show", cmd_show, "qualitative figures: per expression, one panel per method (<workdir>/show/<split>/)")
+    p.add_argument("--methods", nargs="+", default=None, help="fused methods (default: show.methods that exist)")
+    p.add_argument("--split", default=None, help="default: show.split or the first evaluate split")
+    p.add_argument("--n", type=int, default=None, help="at most this many figures (default show.n)")
+    p.add_argument("--select", choices=["all", "hits", "misses", "disagree"], default=None,
+                   help="hits/misses: of the last method; disagree: the methods' hit/miss differ (default show.select)")
+    p.add_argument("--ids", type=int, nargs="+", default=None, metavar="SENT_ID", help="these expressions only")
 
     add("config", cmd_config, "print the resolved config")
     return parser

@@ -48,6 +48,9 @@ class PathsConfig(_Section):
     """A BERT-family model folder loadable by ``transformers`` ``from_pretrained``."""
     maskrcnn_checkpoint: Optional[Path] = None
     """MAttNet's Mask R-CNN checkpoint; its ``resnet.layer4.*`` tensors initialise the head."""
+    detector_checkpoint: Optional[Path] = None
+    """MAttNet's Mask R-CNN res101 state dict (``res101_mask_rcnn_iter_1250000_cpu.pth``) run by
+    ``sepnms detect`` and by ``features.source: images``; default ``paths.maskrcnn_checkpoint``."""
     clip_checkpoint: Optional[Path] = None
     """OpenAI-layout CLIP checkpoint (``RN101.pt``) or open_clip state dict."""
     clip_heads: Optional[Path] = None
@@ -156,6 +159,40 @@ class ProposeConfig(_Section):
     images; an interrupted run resumes after the last part written."""
 
 
+class ShowConfig(_Section):
+    """``sepnms show``: qualitative figures, one PNG per expression (``<workdir>/show/<split>/``)."""
+
+    methods: list[str] = Field(default_factory=lambda: ["det", "refnms", "sepnms"])
+    """Fused methods drawn side by side (those without a fused table are skipped unless named
+    on the command line)."""
+    split: Optional[str] = None
+    """Default: the first of ``evaluate.splits``."""
+    n: int = Field(40, ge=1)
+    select: Literal["all", "hits", "misses", "disagree"] = "all"
+    """``hits`` / ``misses``: the last method hits / misses the referent; ``disagree``: the
+    methods' hit/miss differ."""
+    panel_px: int = Field(384, ge=32)
+    """Longer side of each panel, in pixels."""
+    dpi: int = Field(100, ge=10)
+    max_labels: int = Field(12, ge=0)
+
+
+class GalleryConfig(_Section):
+    """``sepnms gallery``: one static HTML page over an evaluation (``<workdir>/gallery/index.html``)."""
+
+    methods: Optional[list[str]] = None
+    """Default: ``show.methods``."""
+    splits: Optional[list[str]] = None
+    """Default: ``evaluate.splits``."""
+    max_thumbnails: Optional[int] = Field(None, ge=0)
+    """Draw at most this many card images (None: one per expression); every expression still
+    gets a card with its outcomes."""
+    thumb_px: int = Field(160, ge=32)
+    """Longer side of each panel of a thumbnail, in pixels."""
+    page_size: int = Field(60, ge=1)
+    """Cards per page of the page's pager."""
+
+
 class ClipConfig(_Section):
     arch: str = "RN101"
     """open_clip model name, or ``tiny`` (a small ModifiedResNet CLIP built from ``tiny_*``)."""
@@ -194,6 +231,53 @@ class ClipConfig(_Section):
     tiny_vocab_size: int = 49408
 
 
+class DetectorConfig(_Section):
+    """MAttNet's Mask R-CNN res101 (C4) at test time (``sepnms.detection``; paper values)."""
+
+    width: int = Field(64, ge=1)
+    """Stem channels; layer1..4 have 1, 2, 4, 8 x width mid channels and 4x that out (64: ResNet-101)."""
+    blocks: tuple[int, int, int, int] = (3, 4, 23, 3)
+    rpn_channels: int = Field(512, ge=1)
+    num_classes: int = 81
+    anchor_scales: list[float] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0])
+    anchor_ratios: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    feat_stride: int = 16
+    pixel_means: tuple[float, float, float] = (102.9801, 115.9465, 122.7717)
+    """BGR means subtracted before resizing."""
+    test_scale: int = 600
+    """Short side of the resized image."""
+    test_max_size: int = 1000
+    """Long side cap of the resized image."""
+    rpn_pre_nms_top_n: int = 6000
+    rpn_post_nms_top_n: int = 300
+    rpn_nms_thresh: float = 0.7
+    bbox_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
+    pool_size: int = 7
+    det_nms: float = 0.3
+    det_score: float = 0.65
+    det_lower_step: float = 0.1
+    batch_images: int = Field(1, ge=1)
+    """Images of the same resized size run through the trunk together."""
+    roi_chunk: int = Field(300, ge=1)
+    """RoIs per pass through layer4."""
+    num_workers: int = Field(0, ge=0)
+    """Image-decoding loader workers of ``detect``."""
+    flush_every: int = Field(64, ge=1)
+    """``detect`` writes a part file every this many images."""
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    """Autocast dtype on CUDA (ignored on CPU)."""
+
+
+class FeaturesConfig(_Section):
+    """Where the C4 maps of train / propose / benchmarks come from."""
+
+    source: Literal["h5", "images"] = "h5"
+    """``h5``: MAttNet head files in ``paths.head_feats_dir``; ``images``: computed from the image
+    with the detector trunk (``paths.detector_checkpoint``), no 150 GB cache needed."""
+    cache_images: int = Field(64, ge=1)
+    """Maps kept in memory (LRU) per process."""
+
+
 class WorldConfig(_Section):
     n_images: int = 160
     image_size: int = 256
@@ -205,6 +289,58 @@ class WorldConfig(_Section):
         default_factory=lambda: {"train": 0.6, "val": 0.14, "testA": 0.13, "testB": 0.13}
     )
     image_format: Literal["jpg", "png"] = "jpg"
+
+
+class GroundingConfig(_Section):
+    """The second stage: MAttNet for box comprehension (``sepnms ground``; METHOD.md "Second stage").
+
+    Defaults are the released MAttNet's (``paper``); the ``demo`` preset shrinks the sizes.  The
+    visual inputs come from the detector's C4 head maps (``paths.head_feats_dir``, ``model.feat_*``)
+    and its layer4 (``model.head_*`` sizes), frozen.
+    """
+
+    word_embedding_size: int = 512
+    word_vec_size: int = 512
+    rnn_hidden_size: int = 512
+    jemb_dim: int = 512
+    word_drop_out: float = 0.5
+    jemb_drop_out: float = 0.1
+    visual_drop_out: float = 0.2
+    visual_init_norm: float = 20.0
+    num_cxt: int = 5
+    """Same-category neighbours of the location module and context objects of the relation module."""
+    vocab_min_count: int = 5
+    """Training tokens kept when their count is strictly greater than this (MAttNet: > 5)."""
+    max_length: Optional[int] = None
+    """Token limit; None = MAttNet's: 10 for refcoco / refcoco+, 20 for refcocog."""
+    num_atts: int = 50
+    att_weight: float = 1.0
+    """Weight of the attribute BCE; used only when ``paths.data_json`` carries ``att_wds`` labels."""
+    margin: float = 0.1
+    visual_rank_weight: float = 1.0
+    lang_rank_weight: float = 1.0
+    visual_sample_ratio: float = 0.3
+    """Probability of a same-category visual / language negative (when the image has one)."""
+    layer4_source: Literal["maskrcnn", "random"] = "maskrcnn"
+    """``maskrcnn``: the detector's layer4 from ``paths.maskrcnn_checkpoint``; ``random``: a seeded
+    random layer4 (the embedded world has no detector checkpoint).  Frozen either way."""
+    lr: float = 4e-4
+    betas: tuple[float, float] = (0.8, 0.999)
+    eps: float = 1e-8
+    batch_images: int = 15
+    seq_per_ref: int = 3
+    grad_clip: float = 0.1
+    lr_decay_start: int = 8000
+    lr_decay_every: int = 8000
+    lr_decay: float = 0.1
+    max_iters: int = 30000
+    eval_every: int = 2000
+    checkpoint_every: int = 500
+    train_split: str = "train"
+    val_split: str = "val"
+    val_max_sentences: Optional[int] = None
+    feature_cache_images: int = 64
+    """Images whose frozen pool5 / fc7 grids stay in memory (LRU)."""
 
 
 class Config(_Section):
@@ -223,7 +359,12 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     propose: ProposeConfig = Field(default_factory=ProposeConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
+    show: ShowConfig = Field(default_factory=ShowConfig)
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
 
     @model_validator(mode="after")
     def _check_dataset(self) -> "Config":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -60,11 +60,34 @@ class Workspace:
 
 
 class HeadCache:
-    """A small LRU cache of head-feature maps (each image is read once per worker while hot)."""
+    """A small LRU cache of head-feature maps (each image is read once per worker while hot).
 
-    def __init__(self, feats_dir: Path, channels: int, size: int = 64):
-        self.feats_dir, self.channels, self.size = Path(feats_dir), channels, size
+    The maps come from MAttNet's HDF5 files in ``feats_dir``, or from ``compute(image_id) ->
+    (head, im_info)`` when given (``features.source: images``; see :meth:`for_config`).
+    """
+
+    def __init__(self, feats_dir: Optional[Path], channels: int, size: int = 64,
+                 compute: Optional[Callable[[int], tuple[np.ndarray, np.ndarray]]] = None):
+        self.feats_dir, self.channels, self.size = (Path(feats_dir) if feats_dir else None), channels, size
+        self.compute = compute
         self._cache: OrderedDict[int, tuple[torch.Tensor, float]] = OrderedDict()
+
+    @classmethod
+    def for_config(cls, cfg: Config, images: Any = None, size: Optional[int] = None) -> "HeadCache":
+        """The C4 source of ``cfg.features``: ``h5`` reads ``paths.head_feats_dir``; ``images``
+        runs the detector trunk on the image files (``images``: {image_id: path}, a callable, or
+        a RefDB whose ``file_name`` entries sit in ``cfg.images_dir()``).  ``size`` defaults to
+        ``features.cache_images``."""
+        size = size or cfg.features.cache_images
+        if cfg.features.source == "h5":
+            return cls(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size)
+        from sepnms.engine.image_features import ImageFeatures
+
+        if isinstance(images, RefDB):
+            images = refdb_image_files(cfg, images)
+        if images is None:
+            raise ValueError("features.source=images needs the image files")
+        return cls(None, cfg.model.feat_channels, size, compute=ImageFeatures(cfg, images))
 
     def get(self, image_id: int) -> tuple[torch.Tensor, float]:
         """``(head [1, C, Hf, Wf], scale)``."""
@@ -72,12 +95,23 @@ class HeadCache:
         if iid in self._cache:
             self._cache.move_to_end(iid)
             return self._cache[iid]
-        head, im_info = read_head(self.feats_dir, iid, expect_channels=self.channels)
+        if self.compute is not None:
+            head, im_info = self.compute(iid)
+        else:
+            head, im_info = read_head(self.feats_dir, iid, expect_channels=self.channels)
         item = (torch.from_numpy(head), float(im_info[2]))
         self._cache[iid] = item
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
         return item
+
+
+def refdb_image_files(cfg: Config, refdb: RefDB) -> dict[int, Path]:
+    """{image_id: path} of the dataset's images (``file_name`` in ``cfg.images_dir()``)."""
+    from sepnms.io.images import coco_file_name
+
+    folder = cfg.images_dir()
+    return {iid: folder / (img.get("file_name") or coco_file_name(iid)) for iid, img in refdb.images.items()}
 
 
 def pad_words(id_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +143,7 @@ class TrainingSet(Dataset):
         if not self.expressions:
             raise InputError(Path(cfg.workdir) / "prepare" / "refdb.json", f"no expression in split {split!r}")
         self.fixed_epoch = fixed_epoch
-        self.heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels)
+        self.heads = HeadCache.for_config(cfg, ws.refdb)
 
     def __len__(self) -> int:
         return len(self.expressions)

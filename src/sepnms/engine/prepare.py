@@ -106,7 +106,12 @@ def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict
     refdb = build_refdb(refer, cfg.dataset_tag, sizes)
     image_split = {iid: img["split"] for iid, img in refdb.images.items()}
     rpn = load_detections(cfg, sorted(image_split))  # fail fast, before spaCy and GloVe
-    check_head_feats(cfg, sorted(image_split), {iid: (img["width"], img["height"]) for iid, img in refdb.images.items()})
+    if cfg.features.source == "h5":
+        check_head_feats(cfg, sorted(image_split), {iid: (img["width"], img["height"]) for iid, img in refdb.images.items()})
+    else:  # C4 maps computed from the images by the detector trunk
+        from sepnms.engine.image_features import check_image_inputs
+
+        check_image_inputs(cfg, refdb)
 
     # GloVe: only the words we need (the 840B file is 5.6 GB)
     cat_words = {w for name in refer.cat_name.values() for w in name.lower().split()}

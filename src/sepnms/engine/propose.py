@@ -59,6 +59,37 @@ def head_features(model: SepNMSModel, head: torch.Tensor, boxes: torch.Tensor, s
     return torch.cat([model.roi_features(head, boxes[i:i + chunk], scale) for i in range(0, len(boxes), chunk)])
 
 
+def roi_inputs(model: SepNMSModel, head: torch.Tensor, scale: float, boxes: np.ndarray, width: float,
+               height: float, device: str = "cpu", chunk: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The expression-independent inputs of the branches for one image's candidates.
+
+    head [1, C, Hf, Wf], boxes [M, 4] xyxy original-image pixels -> (RoI features [M, head_out],
+    location features [M, 5]), on ``device``.
+    """
+    b = torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)).to(device)
+    return head_features(model, head.to(device), b, scale, chunk), location_features(b, width, height)
+
+
+def relatedness_scores(model: SepNMSModel, feats: torch.Tensor, loc: torch.Tensor, word_ids: list[list[int]],
+                       text: Optional[np.ndarray], device: str = "cpu") -> tuple[Optional[np.ndarray], np.ndarray]:
+    """Both branches for B expressions over the M candidates of one image.
+
+    feats [M, D] and loc [M, 5] from :func:`roi_inputs`; ``word_ids``: B lists of vocabulary ids;
+    ``text``: [B, text_dim] sentence vectors (ignored, may be None, for refnms).  The RoI-only MLPs
+    run once for the B expressions.  Returns (ref_score [B, M] or None for refnms, ctx_score
+    [B, M]): float32 sigmoids of the logits, the columns of the proposal tables.
+    """
+    ids, mask = pad_words(word_ids)
+    text_t = None
+    if model.ref_relatedness is not None:
+        if text is None:
+            raise ValueError("the sepnms model needs sentence vectors for ref-relatedness")
+        text_t = torch.from_numpy(np.asarray(text, np.float32)).to(device)
+    ref, ctx = model.relatedness(feats.unsqueeze(0), loc.unsqueeze(0), ids.to(device), mask.to(device), text_t)
+    ctx_p = torch.sigmoid(ctx).float().cpu().numpy()
+    return (torch.sigmoid(ref).float().cpu().numpy() if ref is not None else None), ctx_p
+
+
 @torch.no_grad()
 def score_image(
     model: SepNMSModel, head: torch.Tensor, scale: float, cand: Candidates, exprs: list[dict[str, Any]],
@@ -67,34 +98,30 @@ def score_image(
     """Score all ``exprs`` of one image over its candidate pool: the head and the RoI-only MLPs of
     both branches run once per candidate (the head in chunks of ``HEAD_CHUNK`` RoIs), the
     expression-dependent parts over ``chunk`` expressions at a time."""
-    boxes = torch.from_numpy(cand.box).to(device)
-    feats = head_features(model, head.to(device), boxes, scale)  # [M, D]
-    loc = location_features(boxes, width, height)  # [M, 5]
+    feats, loc = roi_inputs(model, head, scale, cand.box, width, height, device)  # [M, D], [M, 5]
     out: list[ExpressionCandidates] = []
     for start in range(0, len(exprs), chunk):
         part = exprs[start:start + chunk]
-        ids, mask = pad_words([ws.word_ids(e["tokens"], None) for e in part])
-        text = _text(ws, part, model, device)
-        # [1, M, .] inputs broadcast over the b expressions: the RoI-only MLPs run once per image
-        ref, ctx = model.relatedness(feats.unsqueeze(0), loc.unsqueeze(0), ids.to(device), mask.to(device), text)
-        out.extend(_pack(part, cand, ref, ctx))
+        ref, ctx = relatedness_scores(model, feats, loc, [ws.word_ids(e["tokens"], None) for e in part],
+                                      _text(ws, part, model), device)
+        out.extend(pack_scores(part, cand, ref, ctx))
     return out
 
 
-def _text(ws: Workspace, exprs, model: SepNMSModel, device: str) -> Optional[torch.Tensor]:
+def _text(ws: Workspace, exprs, model: SepNMSModel) -> Optional[np.ndarray]:
+    """[B, text_dim] cached sentence vectors of ``exprs`` (None for refnms)."""
     if model.ref_relatedness is None:
         return None
-    return torch.from_numpy(np.stack([ws.text_vectors[int(e["sent_id"])] for e in exprs])).to(device)
+    return np.stack([ws.text_vectors[int(e["sent_id"])] for e in exprs])
 
 
-def _pack(exprs, cand: Candidates, ref, ctx) -> list[ExpressionCandidates]:
+def pack_scores(exprs, cand: Candidates, ref: Optional[np.ndarray], ctx: np.ndarray) -> list[ExpressionCandidates]:
+    """One ExpressionCandidates per expression: the pool of ``cand`` with row i of ref / ctx [B, M]."""
     out = []
-    ctx_p = torch.sigmoid(ctx).float().cpu().numpy()
-    ref_p = torch.sigmoid(ref).float().cpu().numpy() if ref is not None else None
     for i, e in enumerate(exprs):
-        scores = {"ctx_score": ctx_p[i]}
-        if ref_p is not None:
-            scores["ref_score"] = ref_p[i]
+        scores = {"ctx_score": ctx[i]}
+        if ref is not None:
+            scores["ref_score"] = ref[i]
         out.append(ExpressionCandidates(int(e["sent_id"]), int(e["ref_id"]), int(e["image_id"]),
                                         cand.box, cand.cls_idx, cand.det_score, scores))
     return out
@@ -107,13 +134,11 @@ def per_expression_scores(
 ) -> list[ExpressionCandidates]:
     """Reference path: the head is recomputed for every expression."""
     out = []
-    boxes = torch.from_numpy(cand.box).to(device)
     for e in exprs:
-        feats = model.roi_features(head.to(device), boxes, scale).unsqueeze(0)
-        loc = location_features(boxes, width, height).unsqueeze(0)
-        ids, mask = pad_words([ws.word_ids(e["tokens"], None)])
-        ref, ctx = model.relatedness(feats, loc, ids.to(device), mask.to(device), _text(ws, [e], model, device))
-        out.extend(_pack([e], cand, ref, ctx))
+        feats, loc = roi_inputs(model, head, scale, cand.box, width, height, device, chunk=len(cand.box) or 1)
+        ref, ctx = relatedness_scores(model, feats, loc, [ws.word_ids(e["tokens"], None)], _text(ws, [e], model),
+                                      device)
+        out.extend(pack_scores([e], cand, ref, ctx))
     return out
 
 
@@ -278,7 +303,7 @@ def propose(cfg: Config, model_type: Optional[str] = None, splits: Optional[list
     ws = Workspace.open(cfg, need_text=(model_type == "sepnms"))
     ws.refdb.check_splits(splits or cfg.evaluate.splits, Path(cfg.workdir) / "prepare" / "refdb.json")
     model = load_trained(cfg, ws, model_type)
-    heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=2)
+    heads = HeadCache.for_config(cfg, ws.refdb, size=2)
     fn = per_expression_scores if reference else score_image
     dagger = None
     if cfg.clip.score_proposals:

@@ -1,0 +1,325 @@
+"""Tests for sepnms.detection: MAttNet's Mask R-CNN (C4) on modern PyTorch, and `sepnms detect`."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from sepnms.config import DetectorConfig
+from sepnms.detection.anchors import generate_anchors, shifted_anchors
+from sepnms.detection.box_head import classify
+from sepnms.detection.boxes import clip, decode
+from sepnms.detection.checkpoint import expected_keys, load_detector, save_detector
+from sepnms.detection.detector import MaskRCNNC4
+from sepnms.detection.preprocess import image_scale, preprocess
+from sepnms.detection.proposal_layer import proposals
+from sepnms.detection.rpn import rpn_outputs
+from sepnms.errors import InputError
+
+#: a narrow detector with ResNet-101's block counts: the same 536 keys, small tensors
+NARROW = DetectorConfig(width=2, rpn_channels=8)
+
+
+# ---------------------------------------------------------------------------------------
+# anchors
+
+
+def test_anchors_reproduce_the_legacy_values():
+    """The nine well-known py-faster-rcnn anchors (scales 8/16/32, ratios 0.5/1/2), in order."""
+    known = [[-84, -40, 99, 55], [-176, -88, 191, 103], [-360, -184, 375, 199],
+             [-56, -56, 71, 71], [-120, -120, 135, 135], [-248, -248, 263, 263],
+             [-36, -80, 51, 95], [-80, -168, 95, 183], [-168, -344, 183, 359]]
+    np.testing.assert_array_equal(generate_anchors(16, (0.5, 1, 2), (8, 16, 32)), np.array(known, float))
+
+
+def test_anchors_mattnet_scales_and_shifts():
+    a = generate_anchors(16, (0.5, 1, 2), (4, 8, 16, 32))
+    assert a.shape == (12, 4)
+    # scale 4, ratio 1: a 64 x 64 box centred at 7.5 (hand computed: 7.5 -+ 31.5)
+    np.testing.assert_array_equal(a[4], [-24, -24, 39, 39])
+    # scale 4, ratio 0.5: ws = round(sqrt(512)) = 23, hs = round(11.5) = 12 (half to even) -> 92 x 48
+    np.testing.assert_array_equal(a[0], [7.5 - 45.5, 7.5 - 23.5, 7.5 + 45.5, 7.5 + 23.5])
+    cell = torch.tensor(a, dtype=torch.float32)
+    shifted = shifted_anchors(cell, 2, 3, 16).reshape(2, 3, 12, 4)
+    # (h=1, w=2, anchor 5) is anchor 5 moved by (32, 16)
+    np.testing.assert_array_equal(shifted[1, 2, 5].numpy(), a[5] + [32, 16, 32, 16])
+
+
+# ---------------------------------------------------------------------------------------
+# loop references of decoding, the proposal layer and the box head
+
+
+def _decode_loop(box, d):
+    w, h = box[2] - box[0] + 1.0, box[3] - box[1] + 1.0
+    cx, cy = box[0] + 0.5 * w, box[1] + 0.5 * h
+    pcx, pcy = d[0] * w + cx, d[1] * h + cy
+    pw, ph = math.exp(d[2]) * w, math.exp(d[3]) * h
+    return [pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph]
+
+
+def _clip_loop(b, height, width):
+    return [min(max(b[0], 0.0), width - 1.0), min(max(b[1], 0.0), height - 1.0),
+            min(max(b[2], 0.0), width - 1.0), min(max(b[3], 0.0), height - 1.0)]
+
+
+def _iou_plus_one(a, b):
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1.0
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1.0
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    area = lambda z: (z[2] - z[0] + 1.0) * (z[3] - z[1] + 1.0)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def _proposals_loop(fg, deltas, anchors, height, width, pre, post, thresh):
+    boxes = [_clip_loop(_decode_loop(a, d), height, width) for a, d in zip(anchors.tolist(), deltas.tolist())]
+    order = sorted(range(len(boxes)), key=lambda i: -fg[i])[:pre]
+    kept = []
+    for i in order:
+        if all(_iou_plus_one(boxes[i], boxes[j]) <= thresh for j in kept):
+            kept.append(i)
+        if len(kept) == post:
+            break
+    return np.array([boxes[i] for i in kept]), np.array([fg[i] for i in kept])
+
+
+def test_decode_matches_loop_reference_without_clamp():
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.rand(50, 2, generator=g) * 300
+    boxes = torch.cat([boxes, boxes + torch.rand(50, 2, generator=g) * 200], 1).double()
+    deltas = torch.randn(50, 12, generator=g).double() * 2  # |dw| up to ~6: above torchvision's clamp
+    got = decode(boxes, deltas).reshape(50, 3, 4)
+    for i in range(50):
+        for k in range(3):
+            np.testing.assert_allclose(got[i, k].numpy(), _decode_loop(boxes[i].tolist(), deltas[i, 4 * k:4 * k + 4].tolist()),
+                                       rtol=1e-9, atol=1e-6)
+
+
+def test_proposal_layer_matches_loop_reference():
+    g = torch.Generator().manual_seed(1)
+    hf, wf, h, w = 12, 16, 190.0, 250.0
+    anchors = shifted_anchors(torch.tensor(generate_anchors(16, (0.5, 1, 2), (1, 2, 4, 8)), dtype=torch.float32),
+                              hf, wf, 16)
+    k = len(anchors)
+    fg = torch.rand(k, generator=g)
+    deltas = torch.randn(k, 4, generator=g) * 0.3
+    rois, scores = proposals(fg, deltas, anchors, h, w, pre_nms_top_n=600, post_nms_top_n=40, nms_thresh=0.7)
+    ref_boxes, ref_scores = _proposals_loop(fg.tolist(), deltas.double(), anchors.double(), h, w, 600, 40, 0.7)
+    assert rois.shape == (40, 4) and ref_boxes.shape == (40, 4)
+    np.testing.assert_allclose(rois.numpy(), ref_boxes, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(scores.numpy(), ref_scores, atol=1e-5)
+    # a looser NMS keeps fewer than post_nms_top_n: the layer returns what survives
+    rois2, _ = proposals(fg, deltas, anchors, h, w, pre_nms_top_n=600, post_nms_top_n=10_000, nms_thresh=0.7)
+    ref2, _ = _proposals_loop(fg.tolist(), deltas.double(), anchors.double(), h, w, 600, 10_000, 0.7)
+    assert len(rois2) == len(ref2) < 600
+    np.testing.assert_allclose(rois2.numpy(), ref2, atol=1e-4, rtol=1e-5)
+
+
+def test_box_head_decodes_class_boxes_in_original_pixels():
+    g = torch.Generator().manual_seed(2)
+    fc7 = torch.randn(6, 10, generator=g)
+    cls_net, bbox_net = torch.nn.Linear(10, 3), torch.nn.Linear(10, 12)
+    rois = torch.tensor([[0, 0, 100, 80], [30, 40, 200, 150], [5, 5, 6, 6], [0, 0, 299, 239],
+                         [100, 100, 120, 260], [50, 10, 60, 20]], dtype=torch.float32)
+    scale, height, width, stds = 1.5, 160, 200, (0.1, 0.1, 0.2, 0.2)
+    scores, boxes = classify(fc7, cls_net, bbox_net, rois, scale, height, width, stds)
+    logits, raw = cls_net(fc7).detach(), bbox_net(fc7).detach()
+    for i in range(6):
+        e = [math.exp(v) for v in logits[i].tolist()]
+        np.testing.assert_allclose(scores[i].detach().numpy(), [v / sum(e) for v in e], rtol=1e-5)
+        for c in range(3):
+            d = [raw[i, 4 * c + j].item() * stds[j] for j in range(4)]
+            want = _clip_loop(_decode_loop([v / scale for v in rois[i].tolist()], d), height, width)
+            np.testing.assert_allclose(boxes[i, c].detach().numpy(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_rpn_softmax_pairs_channel_a_with_a_plus_A():
+    """fg of anchor a = sigmoid(logit[A + a] - logit[a]), flattened (h, w, a)."""
+    torch.manual_seed(3)
+    a_num, c = 3, 5
+    rpn_net, cls_net, bbox_net = torch.nn.Conv2d(c, 4, 3, padding=1), torch.nn.Conv2d(4, 2 * a_num, 1), \
+        torch.nn.Conv2d(4, 4 * a_num, 1)
+    x = torch.randn(1, c, 2, 3)
+    fg, deltas = rpn_outputs(rpn_net, cls_net, bbox_net, x)
+    hidden = torch.relu(rpn_net(x))
+    logits, raw = cls_net(hidden), bbox_net(hidden)
+    for y in range(2):
+        for xx in range(3):
+            for a in range(a_num):
+                i = (y * 3 + xx) * a_num + a
+                want = 1 / (1 + math.exp(-(logits[0, a_num + a, y, xx] - logits[0, a, y, xx]).item()))
+                assert fg[0, i].item() == pytest.approx(want, rel=1e-5)
+                np.testing.assert_allclose(deltas[0, i].detach().numpy(), raw[0, 4 * a:4 * a + 4, y, xx].detach().numpy())
+
+
+# ---------------------------------------------------------------------------------------
+# preprocessing
+
+
+def test_image_scale_short_600_long_1000():
+    assert image_scale(480, 640, 600, 1000) == pytest.approx(1.25)
+    assert image_scale(400, 1500, 600, 1000) == pytest.approx(1000 / 1500)
+
+
+def test_preprocess_against_hand_computed_pixels():
+    """BGR, means subtracted in float before a bilinear resize (no uint8 rounding in between),
+    cv2's half-pixel source coordinates clamped at the border."""
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[..., 0] = [[10, 20, 30], [40, 50, 60]]   # R
+    rgb[..., 1] = 7                              # G
+    rgb[..., 2] = [[1, 2, 4], [8, 16, 32]]       # B
+    means = (100.0, 50.0, 25.0)                  # B, G, R
+    blob, info = preprocess(rgb, means, short=4, max_size=1000)  # scale 2 -> 4 x 6
+    assert blob.shape == (1, 3, 4, 6)
+    np.testing.assert_allclose(info.numpy(), [4, 6, 2])
+    # row 0 of the output samples source row -0.25 -> clamped to 0; column 1 samples x = 0.25
+    assert blob[0, 0, 0, 1].item() == pytest.approx(0.75 * 1 + 0.25 * 2 - 100.0)    # blue: 1.25 - 100
+    assert blob[0, 2, 0, 1].item() == pytest.approx(0.75 * 10 + 0.25 * 20 - 25.0)   # red
+    assert blob[0, 1, 2, 3].item() == pytest.approx(7 - 50.0)
+    # output (y=1, x=4): source y = 0.25, x = 1.75
+    b = (0.75 * (0.25 * 2 + 0.75 * 4) + 0.25 * (0.25 * 16 + 0.75 * 32))
+    assert blob[0, 0, 1, 4].item() == pytest.approx(b - 100.0)
+    # last column: source x = 2.75 -> clamped to 2
+    assert blob[0, 2, 3, 5].item() == pytest.approx(60 - 25.0)
+
+
+# ---------------------------------------------------------------------------------------
+# the network and its checkpoint
+
+
+def test_caffe_strides_and_c4_size():
+    m = MaskRCNNC4(DetectorConfig(width=2, blocks=(1, 1, 1, 1), rpn_channels=4)).eval()
+    for layer in (m.resnet.layer2, m.resnet.layer3):
+        assert layer[0].conv1.stride == (2, 2) and layer[0].conv2.stride == (1, 1)
+        assert layer[0].downsample[0].stride == (2, 2)
+    assert m.resnet.layer4[0].conv2.stride == (1, 1) and m.resnet.layer4[0].downsample[0].stride == (1, 1)
+    with torch.no_grad():
+        assert m.c4(torch.zeros(1, 3, 600, 800)).shape == (1, 32, 38, 50)
+        assert m.c4(torch.zeros(1, 3, 601, 1000)).shape == (1, 32, 38, 63)
+
+
+def _random_state(model: MaskRCNNC4, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(shape, generator=g) * 0.01 for k, shape in expected_keys(model).items()}
+
+
+def test_checkpoint_layout_is_the_536_keys():
+    model = MaskRCNNC4(NARROW)
+    keys = expected_keys(model)
+    assert len(keys) == 536
+    tv = {f"resnet.{k}" for k in torchvision.models.resnet101().state_dict() if not k.endswith("num_batches_tracked")}
+    heads = {f"{n}.{p}" for n in ("rpn_net", "rpn_cls_score_net", "rpn_bbox_pred_net", "cls_score_net",
+                                  "bbox_pred_net", "mask_up_sampling", "mask_pred_net") for p in ("weight", "bias")}
+    assert set(keys) == tv | heads
+    assert sum(k.startswith("resnet.layer4.") for k in keys) == 50
+    assert keys["rpn_cls_score_net.weight"] == (24, 8, 1, 1) and keys["bbox_pred_net.weight"] == (324, 64)
+
+
+def test_random_checkpoint_loads_strictly(tmp_path):
+    model = MaskRCNNC4(NARROW)
+    state = _random_state(model)
+    path = tmp_path / "det.pth"
+    torch.save(state, path)
+    loaded = load_detector(path, NARROW)
+    for k, v in loaded.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, state[k]), k
+
+
+@pytest.mark.parametrize("key", ["resnet.layer3.7.bn2.running_var", "rpn_cls_score_net.bias", "mask_pred_net.weight"])
+def test_renamed_key_fails_naming_it(tmp_path, key):
+    model = MaskRCNNC4(NARROW)
+    state = _random_state(model)
+    state[key + "_renamed"] = state.pop(key)
+    path = tmp_path / "det.pth"
+    torch.save(state, path)
+    with pytest.raises(InputError) as err:
+        load_detector(path, NARROW)
+    msg = str(err.value)
+    assert key in msg and key + "_renamed" in msg and "det.pth" in msg and "\n" not in msg
+
+
+def test_wrong_shape_and_not_a_dict_fail(tmp_path):
+    model = MaskRCNNC4(NARROW)
+    state = _random_state(model)
+    state["cls_score_net.weight"] = torch.zeros(80, 64)
+    torch.save(state, tmp_path / "a.pth")
+    with pytest.raises(InputError, match=r"cls_score_net.weight has shape \(80, 64\)"):
+        load_detector(tmp_path / "a.pth", NARROW)
+    torch.save([1, 2], tmp_path / "b.pth")
+    with pytest.raises(InputError, match="expected a state dict"):
+        load_detector(tmp_path / "b.pth", NARROW)
+
+
+def test_save_detector_round_trip_has_no_num_batches_tracked(tmp_path):
+    model = MaskRCNNC4(NARROW)
+    state = _random_state(model, 4)
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("mask_")}, strict=False)
+    path = save_detector(model, tmp_path / "d.pth", {k: v for k, v in state.items() if k.startswith("mask_")})
+    raw = torch.load(path, weights_only=True)
+    assert len(raw) == 536 and not any(k.endswith("num_batches_tracked") for k in raw)
+    assert torch.equal(raw["mask_pred_net.weight"], state["mask_pred_net.weight"])
+
+
+# ---------------------------------------------------------------------------------------
+# images and features from images
+
+TINY_DET = DetectorConfig(width=4, blocks=(1, 1, 1, 2), rpn_channels=8, test_scale=96, test_max_size=160)
+
+
+def _tiny_checkpoint(path, seed=0, dc=TINY_DET):
+    torch.manual_seed(seed)
+    model = MaskRCNNC4(dc)
+    mask = {k: torch.randn(shape) * 0.01 for k, shape in expected_keys(model).items() if k.startswith("mask_")}
+    return save_detector(model, path, mask)
+
+
+def test_read_rgb_errors_name_the_file(tmp_path):
+    from sepnms.io.images import image_ids_in_folder, read_rgb
+
+    with pytest.raises(InputError, match="image file not found"):
+        read_rgb(tmp_path / "nope.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(InputError, match=r"bad\.jpg: not an image file"):
+        read_rgb(tmp_path / "bad.jpg")
+    (tmp_path / "noid.png").write_bytes(b"")
+    with pytest.raises(InputError, match="no image id"):
+        image_ids_in_folder(tmp_path)
+
+
+def test_head_cache_from_images_equals_h5_written_by_the_same_trunk(tmp_path):
+    from PIL import Image
+
+    from sepnms.config import load_config
+    from sepnms.engine.image_features import c4_from_rgb
+    from sepnms.engine.inputs import HeadCache
+    from sepnms.io.head_feats import write_head
+
+    ckpt = _tiny_checkpoint(tmp_path / "det.pth")
+    rng = np.random.default_rng(0)
+    files = {}
+    for iid, (h, w) in {7: (60, 80), 11: (90, 70)}.items():
+        files[iid] = tmp_path / f"{iid}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(files[iid])
+    overrides = [f"detector.{k}={v}" for k, v in
+                 {"width": 4, "blocks": "[1,1,1,2]", "rpn_channels": 8, "test_scale": 96, "test_max_size": 160}.items()]
+    cfg = load_config("demo", overrides + [f"paths.detector_checkpoint={ckpt}", "features.source=images",
+                                           f"paths.head_feats_dir={tmp_path / 'h5'}"])
+    model = load_detector(ckpt, cfg.detector)
+    for iid, p in files.items():
+        head, info = c4_from_rgb(model, np.asarray(Image.open(p).convert("RGB")))
+        write_head(tmp_path / "h5", iid, head, info)
+    from_images = HeadCache.for_config(cfg, files, size=1)
+    from_h5 = HeadCache.for_config(cfg.model_copy(update={"features": cfg.features.model_copy(update={"source": "h5"})}))
+    assert from_images.get(7)[0].shape == (1, 64, 6, 8)  # 60x80 -> 96x128 -> /16
+    for iid in (7, 11, 7):
+        a, sa = from_images.get(iid)
+        b, sb = from_h5.get(iid)
+        assert a.shape == b.shape and a.shape[1] == 64
+        assert sa == pytest.approx(sb)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert len(from_images._cache) == 1  # bounded
