@@ -44,6 +44,13 @@ def _shard_args(p: argparse.ArgumentParser, flush_default: Optional[int]) -> Non
                         + (f"; default {flush_default}" if flush_default else ""))
 
 
+def _detect_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help=prefix + "detect every image of DIR (ids from the file names) instead of the dataset's")
+    p.add_argument("--save-head", choices=["none", "float16", "float32"], default="none",
+                   help=prefix + "also write MAttNet's head features detect/head_feats/<image_id>.h5")
+
+
 def _shard(text: Optional[str]) -> Optional[tuple[int, int]]:
     """``i/n`` -> (i, n); None when not given."""
     if not text:
@@ -121,6 +128,12 @@ def cmd_train(args) -> None:
     _print(summary)
 
 
+def cmd_import_weights(args) -> None:
+    from sepnms.engine.import_weights import import_weights
+
+    _print(import_weights(_cfg(args), args.source, args.format, args.name, overwrite=args.overwrite))
+
+
 def cmd_propose(args) -> None:
     from sepnms.engine.propose import merge_proposals, propose
 
@@ -132,9 +145,29 @@ def cmd_propose(args) -> None:
     _print({k: str(v) for k, v in paths.items()})
 
 
+def cmd_detect(args) -> None:
+    from sepnms.engine.detect import compare_rpn, detect, merge_detect
+
+    cfg = _cfg(args)
+    images = Path(args.images) if args.images else None
+    if not args.compare_only:
+        _print(_sharded(args, cfg, lambda shard, merge: detect(cfg, images, args.save_head, progress=not args.quiet,
+                                                               shard=shard, merge=merge, **_flush(args)),
+                        lambda: merge_detect(cfg, images, args.save_head), "detect"))
+    if args.compare:
+        from sepnms.engine.detect import detect_paths
+
+        ours = detect_paths(cfg)
+        _print(compare_rpn(ours["rpn_boxes"], ours["rpn_box_scores"], Path(args.compare[0]), Path(args.compare[1])))
+
+
 def cmd_merge(args) -> None:
     cfg = _cfg(args)
-    if args.stage == "propose":
+    if args.stage == "detect":
+        from sepnms.engine.detect import merge_detect
+
+        _print(merge_detect(cfg, Path(args.images) if args.images else None, args.save_head))
+    elif args.stage == "propose":
         from sepnms.engine.propose import merge_proposals
 
         _print({k: str(v) for k, v in merge_proposals(cfg, args.model, args.splits).items()})
@@ -274,14 +307,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="default: train.model")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
 
+    p = add("import-weights", cmd_import_weights, "the authors' released Ref-NMS / Sep-NMS state dict -> "
+                                                  "<workdir>/models/<name>/best.pt (what propose reads)")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the released .pth file")
+    p.add_argument("--format", required=True, choices=["sepnms-release", "refnms-release"])
+    p.add_argument("--name", default=None, help="model name (default: sepnms / refnms, the name propose reads)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing best.pt")
+
     p = add("propose", cmd_propose, "score every candidate of every expression with all branches")
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None)
     p.add_argument("--splits", nargs="+", default=None, help="default: evaluate.splits")
     p.add_argument("--reference", action="store_true", help="slow per-expression path (for checking)")
     _shard_args(p, None)
 
-    p = add("merge", cmd_merge, "join the part files of `--shard i/n` runs of propose, encode-text or clip-ctx")
-    p.add_argument("stage", choices=["propose", "encode-text", "clip-ctx"])
+    p = add("detect", cmd_detect, "MAttNet's Mask R-CNN over the images -> <workdir>/detect/ rpn_boxes.pkl, "
+                                  "rpn_box_scores.pkl, dets.json [, head_feats/]")
+    _detect_args(p)
+    p.add_argument("--compare", nargs=2, default=None, metavar=("RPN_BOXES", "RPN_SCORES"),
+                   help="then print how closely detect/rpn_*.pkl match these pickles (e.g. Ref-NMS's released ones)")
+    p.add_argument("--compare-only", action="store_true", help="with --compare: compare existing outputs, detect nothing")
+    _shard_args(p, None)
+
+    p = add("merge", cmd_merge, "join the part files of `--shard i/n` runs of detect, propose, encode-text or clip-ctx")
+    p.add_argument("stage", choices=["detect", "propose", "encode-text", "clip-ctx"])
+    _detect_args(p, "detect: ")
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="propose: default train.model")
     p.add_argument("--splits", nargs="+", default=None, help="propose: default evaluate.splits")
 

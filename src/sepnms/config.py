@@ -66,6 +66,10 @@ class PrepareConfig(_Section):
     min_candidates_train: int = Field(32, ge=1)
     min_candidates_test: int = Field(1, ge=1)
     vocab_min_count: int = Field(2, ge=1)
+    vocab_splits: Literal["all", "train"] = "all"
+    """Whose tokens make the GloVe vocabulary (count >= ``vocab_min_count``, in GloVe): ``all`` =
+    every split's expressions, Ref-NMS's rule and the released models' (GloVe is frozen, so nothing
+    is trained on test data); ``train`` = ``train.train_split`` only."""
     spacy_model: str = "en_core_web_sm"
     noun_pos: list[str] = Field(default_factory=lambda: ["NOUN", "NUM", "PRON", "PROPN"])
     glove_sim_threshold: float = Field(0.4, ge=-1, le=1)

@@ -91,6 +91,17 @@ def check_head_feats(cfg: Config, image_ids: list[int], sizes: dict[int, tuple[i
     read_head(folder, image_ids[0], expect_channels=cfg.model.feat_channels)
 
 
+def vocab_token_lists(cfg: Config, refdb) -> list[list[str]]:
+    """The token lists the vocabulary is counted on (``prepare.vocab_splits``): every expression
+    (``all``, Ref-NMS's rule) or those of ``train.train_split`` (``train``)."""
+    if cfg.prepare.vocab_splits == "all":
+        return [e["tokens"] for e in refdb.expressions]
+    train_tokens = [e["tokens"] for e in refdb.split(cfg.train.train_split)]
+    if not train_tokens:
+        raise InputError(cfg.refs_path(), f"no expression in split {cfg.train.train_split!r}")
+    return train_tokens
+
+
 def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the prepare stage.  Returns (and writes to ``prepare/summary.json``) the counts."""
     out = check_stage(cfg, "prepare", overwrite=overwrite)
@@ -127,10 +138,7 @@ def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict
     if dim != cfg.model.word_dim:
         raise InputError(cfg.paths.glove, f"vectors are {dim}-d but model.word_dim is {cfg.model.word_dim}")
 
-    train_tokens = [e["tokens"] for e in refdb.split(cfg.train.train_split)]
-    if not train_tokens:
-        raise InputError(cfg.refs_path(), f"no expression in split {cfg.train.train_split!r}")
-    vocab, matrix = build_vocab(train_tokens, glove, cfg.prepare.vocab_min_count)
+    vocab, matrix = build_vocab(vocab_token_lists(cfg, refdb), glove, cfg.prepare.vocab_min_count)
     pools, pool_stats = build_pools(cfg, refer, image_split, progress, rpn, sizes)
     ctxdb = glove_ctxdb(refer, nouns_by_sent, glove, cfg.prepare.glove_sim_threshold, cfg.prepare.referent_iou)
 

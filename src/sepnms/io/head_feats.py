@@ -141,10 +141,12 @@ def check_head_layout(feats_dir: str | Path, image_id: int, expect_channels: Opt
         check_geometry(path, shape, im_info, image_size, stride)
 
 
-def write_head(feats_dir: str | Path, image_id: int, head: np.ndarray, im_info) -> Path:
+def write_head(feats_dir: str | Path, image_id: int, head: np.ndarray, im_info, dtype=np.float32) -> Path:
+    """Write ``<feats_dir>/<image_id>.h5`` atomically; ``dtype`` float32 (MAttNet's) or float16
+    (half the size; :func:`read_head` returns float32 either way)."""
     path = head_path(feats_dir, image_id)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("head", data=np.asarray(head, np.float32))
+            f.create_dataset("head", data=np.asarray(head, dtype))
             f.create_dataset("im_info", data=np.asarray(im_info, np.float32).reshape(1, 3))
     return path
