@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sepnms.errors import SepNMSError
+from sepnms.errors import SepNMSError, StorageError
 
 log = logging.getLogger("sepnms")
 
@@ -203,14 +204,18 @@ def cmd_export(args) -> None:
 
 def cmd_downstream(args) -> None:
     from sepnms.data.refdb import load_refdb
-    from sepnms.evaluation.downstream import downstream_accuracy, load_predictions
+    from sepnms.evaluation.downstream import check_prediction_ids, downstream_accuracy, load_predictions
 
     cfg = _cfg(args)
-    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
+    refdb = load_refdb(refdb_path)
+    refdb.check_splits([args.split], refdb_path)
     exprs = refdb.split(args.split)
     gt = {int(e["sent_id"]): [e["gt_box"][0], e["gt_box"][1], e["gt_box"][2] - e["gt_box"][0], e["gt_box"][3] - e["gt_box"][1]]
           for e in exprs}
-    acc = downstream_accuracy(load_predictions(args.predictions), gt, len(exprs))
+    preds = load_predictions(args.predictions)
+    check_prediction_ids(preds, gt, args.predictions, args.split)
+    acc = downstream_accuracy(preds, gt, len(exprs))
     _print({"split": args.split, "expressions": len(exprs), "accuracy": acc})
 
 
@@ -404,12 +409,37 @@ def main(argv: Optional[list[str]] = None) -> int:
     for noisy in ("transformers", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        args.func(args)
+        try:
+            args.func(args)
+            sys.stdout.flush()
+        except OSError as exc:  # disk full, read-only or forbidden work directory: one line, like bad input
+            storage = None if isinstance(exc, BrokenPipeError) else StorageError.from_os_error(exc)
+            if storage is None:
+                raise
+            raise storage from exc
+        except MemoryError:
+            raise SepNMSError("out of memory (an input larger than expected, or too large a batch: lower "
+                              "train.batch_size / text.batch_size, or use a machine with more memory)") from None
+        except RuntimeError as exc:
+            text = str(exc)
+            if "out of memory" in text.lower():  # torch.OutOfMemoryError (CUDA) and allocator failures
+                raise SepNMSError(f"out of memory on {getattr(args, 'device', None) or 'the device'}: "
+                                  f"{text.splitlines()[0][:160]} (lower the batch size)") from None
+            if "file write failed" in text or "No space left" in text:  # torch.save on a full disk
+                raise SepNMSError(f"write failed ({text.splitlines()[0][:160]}): is the disk full?") from None
+            raise
     except SepNMSError as exc:
         if args.verbose:
             raise
         print(f"sepnms {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`sepnms config | head`): not an error of ours; send what is left
+        # of stdout to /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0  # the reader had what it wanted
     except KeyboardInterrupt:
         print(f"sepnms {args.command}: interrupted", file=sys.stderr)
         return 130
