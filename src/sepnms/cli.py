@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sepnms.errors import SepNMSError
+from sepnms.errors import SepNMSError, StorageError
 
 log = logging.getLogger("sepnms")
 
@@ -203,14 +204,18 @@ def cmd_export(args) -> None:
 
 def cmd_downstream(args) -> None:
     from sepnms.data.refdb import load_refdb
-    from sepnms.evaluation.downstream import downstream_accuracy, load_predictions
+    from sepnms.evaluation.downstream import check_prediction_ids, downstream_accuracy, load_predictions
 
     cfg = _cfg(args)
-    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
+    refdb = load_refdb(refdb_path)
+    refdb.check_splits([args.split], refdb_path)
     exprs = refdb.split(args.split)
     gt = {int(e["sent_id"]): [e["gt_box"][0], e["gt_box"][1], e["gt_box"][2] - e["gt_box"][0], e["gt_box"][3] - e["gt_box"][1]]
           for e in exprs}
-    acc = downstream_accuracy(load_predictions(args.predictions), gt, len(exprs))
+    preds = load_predictions(args.predictions)
+    check_prediction_ids(preds, gt, args.predictions, args.split)
+    acc = downstream_accuracy(preds, gt, len(exprs))
     _print({"split": args.split, "expressions": len(exprs), "accuracy": acc})
 
 
@@ -256,6 +261,18 @@ def cmd_show(args) -> None:
     cfg = _cfg(args)
     paths = show(cfg, args.methods, args.split, args.n, args.select, args.ids, progress=not args.quiet)
     _print({"figures": len(paths), "folder": str(paths[0].parent) if paths else None})
+
+
+def cmd_ground(args) -> None:
+    from sepnms.engine.ground import evaluate_grounding, train_grounding
+
+    cfg = _cfg(args)
+    if args.action == "train":
+        summary = train_grounding(cfg, resume=not args.no_resume, progress=not args.quiet)
+        summary.pop("history", None)
+        _print(summary)
+    else:
+        _print(evaluate_grounding(cfg, args.methods, args.splits, args.dets, args.checkpoint, progress=not args.quiet))
 
 
 def cmd_config(args) -> None:
@@ -374,6 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hits/misses: of the last method; disagree: the methods' hit/miss differ (default show.select)")
     p.add_argument("--ids", type=int, nargs="+", default=None, metavar="SENT_ID", help="these expressions only")
 
+    p = add("ground", cmd_ground, "the second stage (MAttNet): train it, or score candidate sets -> REC accuracy")
+    p.add_argument("action", choices=["train", "eval"])
+    p.add_argument("--no-resume", action="store_true", help="train: start from scratch even if last.pt exists")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="eval: gt, mattnet_dets and/or fused method names (default: gt, mattnet_dets, all fused)")
+    p.add_argument("--dets", nargs="+", default=None, metavar="FILE",
+                   help="eval: MAttNet-style detection files, each a method named after its file stem")
+    p.add_argument("--splits", nargs="+", default=None, help="eval: default evaluate.splits")
+    p.add_argument("--checkpoint", default="best", help="eval: best, last or a checkpoint path")
+
     add("config", cmd_config, "print the resolved config")
     return parser
 
@@ -387,12 +414,37 @@ def main(argv: Optional[list[str]] = None) -> int:
     for noisy in ("transformers", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        args.func(args)
+        try:
+            args.func(args)
+            sys.stdout.flush()
+        except OSError as exc:  # disk full, read-only or forbidden work directory: one line, like bad input
+            storage = None if isinstance(exc, BrokenPipeError) else StorageError.from_os_error(exc)
+            if storage is None:
+                raise
+            raise storage from exc
+        except MemoryError:
+            raise SepNMSError("out of memory (an input larger than expected, or too large a batch: lower "
+                              "train.batch_size / text.batch_size, or use a machine with more memory)") from None
+        except RuntimeError as exc:
+            text = str(exc)
+            if "out of memory" in text.lower():  # torch.OutOfMemoryError (CUDA) and allocator failures
+                raise SepNMSError(f"out of memory on {getattr(args, 'device', None) or 'the device'}: "
+                                  f"{text.splitlines()[0][:160]} (lower the batch size)") from None
+            if "file write failed" in text or "No space left" in text:  # torch.save on a full disk
+                raise SepNMSError(f"write failed ({text.splitlines()[0][:160]}): is the disk full?") from None
+            raise
     except SepNMSError as exc:
         if args.verbose:
             raise
         print(f"sepnms {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`sepnms config | head`): not an error of ours; send what is left
+        # of stdout to /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0  # the reader had what it wanted
     except KeyboardInterrupt:
         print(f"sepnms {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ expression (the same target for every method), and writes ``eval/metrics.json``,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -101,7 +102,9 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     file is the selection).  With ``dets`` and no fused table, only the files are evaluated.
     """
     ev = cfg.evaluate
-    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
+    refdb = load_refdb(refdb_path)
+    refdb.check_splits(ev.splits, refdb_path, "evaluate.splits")
     source = cfg.train.ctx_source if ev.ctx_source == "train" else ev.ctx_source
     ctxdb = load_ctxdb(ctxdb_path(cfg.workdir, source))
     names = methods or sorted(p.name for p in (Path(cfg.workdir) / "fused").glob("*") if p.is_dir())
@@ -114,10 +117,15 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
         gt = refdb.gt_by_sent(split)
         ctx = ctxdb.ctx_by_sent(gt.keys())
         for name in names:
-            table = read_proposals(fused_path(cfg, name, split))
+            path = fused_path(cfg, name, split)
+            table = read_proposals(path)
+            check_table_covers(table, gt, path, split, refdb_path)
             conf = choose_conf(table, ev.target_proposals, ev.conf_grid_size)
             m = evaluate_at_conf(table, gt, ctx, conf, ev.hit_iou)
-            metrics.setdefault(name, {})[split] = {k: m[k] for k in METRIC_KEYS}
+            metrics.setdefault(name, {})[split] = {
+                **{k: m[k] for k in METRIC_KEYS},
+                "fused_table_sha256": table_sha256(path),  # export refuses a conf of another table
+            }
             sweeps.setdefault(split, {})[name] = conf_sweep(table, gt, ctx, sweep_confs(table, ev.conf_grid_size), ev.hit_iou)
         # the expressions in the order of the proposal tables (by image, then refdb order), so the
         # means add up in the same order and an export of a fused table scores exactly as above
@@ -159,6 +167,29 @@ def _read_det_files(paths: list[str | Path], refdb, taken: set[str]) -> dict[str
     return out
 
 
+def table_sha256(path: Path) -> str:
+    """sha256 of a fused table's bytes: ties the conf chosen by ``evaluate`` to the table it was
+    chosen for (a re-fuse with other settings changes the table, and the conf no longer applies)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_table_covers(table, gt: dict, path: Path, split: str, refdb_path: Path) -> None:
+    """InputError unless the table's expressions are exactly the split's expressions of the refdb:
+    a table of another dataset or work directory would be scored against the wrong ground truth."""
+    ids = {int(e.sent_id) for e in table.expressions}
+    unknown, missing = sorted(ids - set(gt)), sorted(set(gt) - ids)
+    if unknown or missing:
+        detail = (f"{len(unknown)} of its {len(ids)} expressions are not in split {split!r} of {refdb_path} "
+                  f"(e.g. sent_id {unknown[0]})" if unknown else
+                  f"it lacks {len(missing)} of the {len(gt)} expressions of split {split!r} (e.g. sent_id {missing[0]})")
+        raise InputError(path, f"{detail}: a table of another dataset or work directory? Re-run `sepnms propose` "
+                               "and `sepnms fuse` here")
+
+
 def _json_safe(obj: Any) -> Any:
     """NaN -> None so the JSON is standard."""
     if isinstance(obj, float):
@@ -190,7 +221,7 @@ def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: 
     metrics_path = Path(cfg.workdir) / "eval" / "metrics.json"
     if top_n == 0:
         if not metrics_path.is_file():
-            raise InputError(metrics_path, "not found: run `sepnms evaluate` first (a conf-selected export uses its conf)")
+            raise InputError(metrics_path, "not found: run `sepnms evaluate` first (export uses its conf)")
         metrics = json.loads(metrics_path.read_text())
         if method not in metrics:
             raise InputError(metrics_path, f"no metrics for method {method!r} (have {sorted(metrics)})")
@@ -200,13 +231,20 @@ def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: 
         raise InputError(cfg.instances_path(), f"{len(coco_ids)} categories; the detector's 80 classes need all 80 COCO categories")
     dets: list[dict] = []
     for split in splits or cfg.evaluate.splits:
-        table = read_proposals(fused_path(cfg, method, split))
+        path = fused_path(cfg, method, split)
         if top_n == 0:
             if split not in metrics[method] or metrics[method][split].get("conf") is None:
-                raise InputError(metrics_path, f"no conf of method {method!r} for split {split!r}: evaluate it first")
+                raise InputError(metrics_path, f"no metrics for split {split!r} of method {method!r} (have "
+                                               f"{sorted(metrics[method])}): evaluate that split first")
+            recorded = metrics[method][split].get("fused_table_sha256")
+            if recorded is not None and path.is_file() and table_sha256(path) != recorded:
+                raise InputError(path, f"changed since `sepnms evaluate` chose conf {metrics[method][split]['conf']} "
+                                       f"for it (re-fused with other settings?): {metrics_path} belongs to another "
+                                       "table; re-run `sepnms evaluate`")
             picked = dict(top_n=None, conf=metrics[method][split]["conf"])
         else:
             picked = dict(top_n=top_n, conf=None)
+        table = read_proposals(path)
         dets.extend(to_matt_dets(table, None, coco_ids, refer.cat_name, split, start_det_id=len(dets), **picked))
     path = Path(cfg.workdir) / "export" / matt_dets_filename(method, tag, cfg.dataset, cfg.split_by, top_n)
     write_matt_dets(path, dets)
