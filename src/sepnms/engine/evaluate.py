@@ -21,11 +21,13 @@ from sepnms.data.refdb import load_refdb
 from sepnms.engine.fusion import fuse_table
 from sepnms.workdir import safe_name
 from sepnms.errors import ConfigError, InputError
-from sepnms.evaluation.metrics import choose_conf, conf_sweep, evaluate_at_conf, sweep_confs
+from sepnms.evaluation.intervals import DEFAULT_PAIRS, paired_differences, with_intervals
+from sepnms.evaluation.metrics import (choose_conf, conf_sweep, evaluate_at_conf, expression_outcomes, outcome_means,
+                                       sweep_confs)
 from sepnms.evaluation.plots import plot_many
 from sepnms.io.atomic import atomic_write_json
 from sepnms.evaluation.export import to_matt_dets
-from sepnms.evaluation.released import evaluate_dets, group_by_expression
+from sepnms.evaluation.released import dets_outcomes, group_by_expression
 from sepnms.io.mattnet_dets import matt_dets_filename, read_dets, write_matt_dets
 from sepnms.io.proposals import proposals_path, read_proposals, write_proposals
 
@@ -92,14 +94,20 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
              dets: Optional[list[str | Path]] = None) -> dict[str, Any]:
     """Evaluate fused tables; returns metrics ``{method: {split: {...}}}`` (also written).
 
+    Every rate comes with its 95 % bootstrap interval ``<rate>_ci: [low, high]`` (resampling the
+    split's expressions, ``evaluate.bootstrap_samples`` draws, seed ``evaluate.bootstrap_seed``),
+    and ``eval/paired_differences.json`` holds ``{"A - B": {split: {rate: {diff, low, high}}}}``
+    for the pairs of :data:`~sepnms.evaluation.intervals.DEFAULT_PAIRS` that were evaluated.
+
     ``plot_groups`` maps a suffix to the methods drawn together (default: all in one figure),
     e.g. ``{"": [...], "ablation": [...]}`` -> ``hit_rate_vs_proposals.png`` and
     ``hit_rate_vs_proposals_ablation.png``.
 
     ``dets``: MAttNet-style detection files (released ones, Ref-NMS's exporter output, our
     ``export``) evaluated beside the fused tables, each under its file stem, for every split of
-    ``evaluate.splits`` it holds (``sepnms.evaluation.released``); their ``conf`` is null (the
-    file is the selection).  With ``dets`` and no fused table, only the files are evaluated.
+    ``evaluate.splits`` it holds (``sepnms.evaluation.released``), with the same intervals; their
+    ``conf`` is null (the file is the selection).  With ``dets`` and no fused table, only the
+    files are evaluated.
     """
     ev = cfg.evaluate
     refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
@@ -113,7 +121,9 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     files = _read_det_files(dets or [], refdb, taken=set(names))
     metrics: dict[str, dict[str, Any]] = {}
     sweeps: dict[str, dict[str, Any]] = {}
+    pairs: dict[str, dict[str, Any]] = {}
     for split in ev.splits:
+        outcomes = {}
         gt = refdb.gt_by_sent(split)
         ctx = ctxdb.ctx_by_sent(gt.keys())
         for name in names:
@@ -122,10 +132,13 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
             check_table_covers(table, gt, path, split, refdb_path)
             conf = choose_conf(table, ev.target_proposals, ev.conf_grid_size)
             m = evaluate_at_conf(table, gt, ctx, conf, ev.hit_iou)
-            metrics.setdefault(name, {})[split] = {
-                **{k: m[k] for k in METRIC_KEYS},
+            outcomes[name] = expression_outcomes(table, gt, ctx, conf, ev.hit_iou)
+            metrics.setdefault(name, {})[split] = with_intervals({
+                "hit_rate": m["hit_rate"], "proposals_per_expression": m["proposals_per_expression"],
+                "top1_accuracy": m["top1_accuracy"], "ctx_recall": m["ctx_recall"], "conf": m["conf"],
+                "n_expressions": m["n_expressions"],
                 "fused_table_sha256": table_sha256(path),  # export refuses a conf of another table
-            }
+            }, outcomes[name], ev.bootstrap_seed, ev.bootstrap_samples)
             sweeps.setdefault(split, {})[name] = conf_sweep(table, gt, ctx, sweep_confs(table, ev.conf_grid_size), ev.hit_iou)
         # the expressions in the order of the proposal tables (by image, then refdb order), so the
         # means add up in the same order and an export of a fused table scores exactly as above
@@ -134,12 +147,19 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
         for name, by_sent in files.items():
             if not any(s in by_sent for s in gt):
                 continue  # the file holds no expression of this split
-            m = evaluate_dets(by_sent, gt_in_table_order, ctx, ev.hit_iou)
-            metrics.setdefault(name, {})[split] = {k: m[k] for k in METRIC_KEYS}
+            outcomes[name] = dets_outcomes(by_sent, gt_in_table_order, ctx, ev.hit_iou)
+            m = outcome_means(outcomes[name], float("nan"))
+            metrics.setdefault(name, {})[split] = with_intervals(
+                {k: m[k] for k in METRIC_KEYS}, outcomes[name], ev.bootstrap_seed, ev.bootstrap_samples)
             sweeps.setdefault(split, {})[name] = [m]  # one point: the file is one selection
+        for a, b in DEFAULT_PAIRS:
+            if a in outcomes and b in outcomes:
+                pairs.setdefault(f"{a} - {b}", {})[split] = paired_differences(
+                    outcomes[a], outcomes[b], ev.bootstrap_seed, ev.bootstrap_samples)
     names = names + [n for n in files if n in metrics]
     out = Path(cfg.workdir) / "eval"
     atomic_write_json(out / "metrics.json", _json_safe(metrics), indent=2)
+    atomic_write_json(out / "paired_differences.json", _json_safe(pairs), indent=2)
     atomic_write_json(out / "sweeps.json", _json_safe(sweeps))
     for suffix, group in (plot_groups or {"": names}).items():
         tail = f"_{suffix}" if suffix else ""
@@ -151,7 +171,7 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     return metrics
 
 
-#: the per-split keys of metrics.json (fused tables and detection files alike)
+#: the per-split keys of metrics.json shared by fused tables and detection files (before the intervals)
 METRIC_KEYS = ("hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "conf", "n_expressions")
 
 
@@ -208,7 +228,7 @@ def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: 
     ``top_n`` (default ``evaluate.top_n_export``): 0 = conf-selected, at the conf ``evaluate``
     chose per split (top-1, then score > conf), named ``..._0.json`` as Ref-NMS names its
     conf-selected exports (run MAttNet with ``--top-N 0``: keep every entry); N > 0 = the N
-    highest-scoring proposals of each expression, named ``..._N.json``.
+    highest-scoring proposals of each expression, named ``..._N.json`` (no conf needed).
     """
     safe_name(method, "method name")
     safe_name(tag, "tag")

@@ -16,8 +16,9 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from sepnms.errors import InputError
-from sepnms.evaluation.metrics import ctx_recall, hit_rate, top1_accuracy
+from sepnms.evaluation.metrics import box_iou, outcome_means, paired_iou
 from sepnms.io.mattnet_dets import UNSCORED, det_score, detect_convention
+from sepnms.rules import is_context_match, is_hit, is_top1_correct
 
 
 def group_by_expression(entries: list[dict], path: Path, split_of: Mapping[int, str]) -> dict[int, list[dict]]:
@@ -53,37 +54,47 @@ def group_by_expression(entries: list[dict], path: Path, split_of: Mapping[int, 
     return out
 
 
+def dets_outcomes(
+    by_sent: Mapping[int, list[dict]],
+    gt_by_sent: Mapping[int, np.ndarray],
+    ctx_by_sent: Optional[Mapping[int, np.ndarray]],
+    iou: float = 0.5,
+) -> dict[str, np.ndarray]:
+    """Per-expression outcomes, as :func:`sepnms.evaluation.metrics.expression_outcomes` gives them
+    for a fused table: ``{sent_id, hit, top1, kept, ctx_recall (NaN without context)}`` [E], over
+    the expressions of ``gt_by_sent`` (one split, all of them count) in its order.
+
+    Args:
+        by_sent: sent_id -> ranked entries with ``box_xyxy`` (from :func:`group_by_expression`);
+            every entry is a kept proposal, the first is the top-1.
+        gt_by_sent: sent_id -> [4] GT box xyxy.
+        ctx_by_sent: sent_id -> [C, 4] context boxes.
+    """
+    n = len(gt_by_sent)
+    out = {"sent_id": np.zeros(n, np.int64), "hit": np.zeros(n), "top1": np.zeros(n), "kept": np.zeros(n),
+           "ctx_recall": np.full(n, np.nan)}
+    for i, (sent_id, gt) in enumerate(gt_by_sent.items()):
+        kept = np.asarray([d["box_xyxy"] for d in by_sent.get(int(sent_id), [])], dtype=np.float64).reshape(-1, 4)
+        gt = np.asarray(gt, dtype=np.float64).reshape(4)
+        ctx = (ctx_by_sent or {}).get(int(sent_id))
+        ctx = np.zeros((0, 4)) if ctx is None else np.asarray(ctx, dtype=np.float64).reshape(-1, 4)
+        out["sent_id"][i] = int(sent_id)
+        out["kept"][i] = len(kept)
+        out["hit"][i] = float(is_hit(box_iou(kept, gt[None]), iou).any())
+        top = kept[0] if len(kept) else np.full(4, np.nan)
+        out["top1"][i] = float(is_top1_correct(paired_iou(top[None], gt[None]), iou)[0])
+        if ctx.shape[0]:
+            out["ctx_recall"][i] = float(is_context_match(box_iou(kept, ctx), iou).any(axis=0).mean())
+    return out
+
+
 def evaluate_dets(
     by_sent: Mapping[int, list[dict]],
     gt_by_sent: Mapping[int, np.ndarray],
     ctx_by_sent: Optional[Mapping[int, np.ndarray]],
     iou: float = 0.5,
 ) -> dict[str, Any]:
-    """Metrics of the expressions of ``gt_by_sent`` (one split) given their ranked entries.
-
-    Args:
-        by_sent: sent_id -> ranked entries with ``box_xyxy`` (from :func:`group_by_expression`).
-        gt_by_sent: sent_id -> [4] GT box xyxy: the split's expressions (all of them count).
-        ctx_by_sent: sent_id -> [C, 4] context boxes.
-
-    Returns:
-        ``{conf: NaN (no threshold), hit_rate, proposals_per_expression, top1_accuracy,
-        ctx_recall, n_expressions}``, the keys of ``evaluate_at_conf``.
-    """
-    kept, gts, ctxs, tops = [], [], [], []
-    for sent_id, gt in gt_by_sent.items():
-        boxes = np.asarray([d["box_xyxy"] for d in by_sent.get(int(sent_id), [])], dtype=np.float64).reshape(-1, 4)
-        kept.append(boxes)
-        gts.append(np.asarray(gt, dtype=np.float64).reshape(4))
-        ctx = (ctx_by_sent or {}).get(int(sent_id))
-        ctxs.append(np.zeros((0, 4)) if ctx is None else np.asarray(ctx, dtype=np.float64).reshape(-1, 4))
-        tops.append(boxes[0] if len(boxes) else np.full(4, np.nan))
-    gt_arr = np.asarray(gts, dtype=np.float64).reshape(-1, 4)
-    return {
-        "conf": float("nan"),
-        "hit_rate": hit_rate(kept, gt_arr, iou),
-        "proposals_per_expression": float(np.mean([len(k) for k in kept])) if kept else float("nan"),
-        "top1_accuracy": top1_accuracy(np.asarray(tops, dtype=np.float64).reshape(-1, 4), gt_arr, iou),
-        "ctx_recall": ctx_recall(kept, ctxs, iou),
-        "n_expressions": len(gts),
-    }
+    """The metrics of :func:`dets_outcomes`, with the keys (and the arithmetic) of
+    ``evaluate_at_conf``: ``{conf: NaN (no threshold), hit_rate, proposals_per_expression,
+    top1_accuracy, ctx_recall, n_expressions}``."""
+    return outcome_means(dets_outcomes(by_sent, gt_by_sent, ctx_by_sent, iou), float("nan"))
