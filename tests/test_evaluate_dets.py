@@ -104,7 +104,8 @@ def _cli(capsys, tiny_world, work, *argv):
     return rc, out, err
 
 
-KEYS = ("hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "n_expressions")
+KEYS = ("hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "n_expressions",
+        "hit_rate_ci", "top1_accuracy_ci", "ctx_recall_ci")  # same outcomes, same order: same intervals
 
 
 def test_export_then_evaluate_dets_gives_evaluates_numbers(fused, tiny_world, tmp_path, capsys, caplog):
