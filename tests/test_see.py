@@ -434,3 +434,16 @@ def test_gallery_script_filters_and_pages(evaluated, tmp_path):
     for key, n in want.items():
         assert got[key] == [min(4, n), n], key  # [cards shown (one page), cards matched]
     assert got["page3"] == [min(4, len(cards) - 8), len(cards)] and "page 3 of" in got["page3_text"]
+
+
+def test_show_before_evaluate_is_a_clear_error(evaluated, tmp_path, capsys):
+    cfg, _ = evaluated
+    work = tmp_path / "w"
+    shutil.copytree(cfg.workdir, work, ignore=shutil.ignore_patterns("gallery", "show", "eval"))
+    from sepnms.config import save_config
+
+    save_config(cfg.model_copy(update={"workdir": work}), tmp_path / "c.yaml")
+    for command in ("show", "gallery"):
+        rc, out, err = _cli(capsys, command, "-c", str(tmp_path / "c.yaml"), "--methods", "sepnms", "-q")
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert f"{work / 'eval' / 'metrics.json'}: not found: run `sepnms evaluate` first" in err
