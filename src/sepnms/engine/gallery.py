@@ -13,7 +13,7 @@ from typing import Optional
 
 from sepnms.config import Config
 from sepnms.data.refdb import load_refdb
-from sepnms.engine.show import Evaluation, _metrics, resolve_methods
+from sepnms.engine.show import Evaluation, load_metrics, resolve_methods
 from sepnms.evaluation.figures import method_colour
 from sepnms.evaluation.gallery import Card, write_gallery
 
@@ -62,6 +62,6 @@ def gallery(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[l
     if limit is not None and len(cards) > limit:
         notes.append(f"Thumbnails for the first {limit} cards only (gallery.max_thumbnails).")
     width = len(methods) * gc.thumb_px + (len(methods) - 1) * 8 + 14
-    return write_gallery(out / "index.html", [c for c, _, _ in cards], methods, splits, _metrics(cfg),
+    return write_gallery(out / "index.html", [c for c, _, _ in cards], methods, splits, load_metrics(cfg),
                          {m: method_colour(m) for m in methods}, f"Sep-NMS gallery ({cfg.dataset_tag})",
                          gc.page_size, width, notes)
