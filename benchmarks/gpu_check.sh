@@ -6,7 +6,7 @@
 #   1. `sepnms train` for $STEPS steps (train.max_steps; batch 32 x 32 RoIs, mixed precision),
 #   2. `sepnms propose` on every split,
 #   3. the benchmarks (propose shared vs reference, CLIP crops cached vs per expression, train
-#      throughput and data-loading share) with --device cuda,
+#      throughput and data-loading share, detect images/s in bf16) with --device cuda,
 #   4. with 2+ GPUs: `sepnms train` and `sepnms propose` under torchrun (NCCL), one process per GPU.
 #
 #   bash benchmarks/gpu_check.sh                  # STEPS=300 IMAGES=64 by default
@@ -74,6 +74,12 @@ echo "== benchmarks on cuda"
 timed "bench_propose" python benchmarks/bench_propose.py --device cuda --images 16
 timed "bench_clip" python benchmarks/bench_clip.py --device cuda --images 8
 timed "bench_train" python benchmarks/bench_train.py --device cuda --amp --steps 50 --images "$IMAGES" --workers 4
+
+# detect: the paper-size detector (ResNet-101, 600x800, 300 RoIs) in bf16, same-size images batched.
+# Goal: all 19,994 RefCOCO images in < 2 min on one H100-class GPU, i.e. >= 167 images/s
+# (~0.57 TFLOP per image; the compute limit is ~30 s at 40 % of bf16 peak).
+echo "== detect (bf16, batch 8, 8 loader workers); goal >= 167 images/s"
+timed "bench_detect" python benchmarks/bench_detect.py --device cuda --images 64 --batch 8 --amp bf16 --workers 8
 
 if [[ "$NGPU" -ge 2 ]]; then
     echo "== torchrun: $NGPU processes (NCCL)"

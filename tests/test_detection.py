@@ -323,3 +323,177 @@ def test_head_cache_from_images_equals_h5_written_by_the_same_trunk(tmp_path):
         assert sa == pytest.approx(sb)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     assert len(from_images._cache) == 1  # bounded
+
+
+# ---------------------------------------------------------------------------------------
+# `sepnms detect` and features from images on the embedded world
+
+
+@pytest.mark.slow
+def test_detect_on_world_images_writes_what_prepare_reads(tiny_world, tmp_path):
+    import json
+
+    from conftest import TINY
+
+    from sepnms.config import load_config
+    from sepnms.engine.detect import detect, merge_detect
+    from sepnms.engine.prepare import prepare
+    from sepnms.io.head_feats import read_head
+    from sepnms.io.mattnet_dets import read_dets
+    from sepnms.io.refer import Refer
+    from sepnms.io.rpn import load_rpn
+
+    cfg = load_config(tiny_world / "config.yaml", TINY + [f"workdir={tmp_path / 'w'}"])
+    refer = Refer.load(cfg.refs_path(), cfg.instances_path())
+    ids = sorted(refer.refs_by_image)
+    # shard 0 of 2 alone: the merge refuses, naming what is missing
+    detect(cfg, save_head="float16", progress=False, shard=(0, 2), flush_every=5, merge=False)
+    with pytest.raises(InputError, match="not done yet"):
+        merge_detect(cfg, save_head="float16")
+    out = detect(cfg, save_head="float16", progress=False, flush_every=5)  # resumes, then merges
+    rpn = load_rpn(out["rpn_boxes"], out["rpn_box_scores"])
+    assert sorted(rpn.boxes) == ids
+    for iid in ids:
+        boxes, scores = rpn.get(iid)
+        w, h = refer.image_size(iid)
+        assert 0 < boxes.shape[0] <= 300 and boxes.shape[1:] == (81, 4)
+        np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-4)
+        assert boxes[..., 0::2].min() >= 0 and boxes[..., 2].max() <= w - 1 and boxes[..., 3].max() <= h - 1
+        # the saved head (float16) is the world's head feature (the same trunk, float32)
+        mine, info = read_head(out["head_feats_dir"], iid)
+        world, winfo = read_head(cfg.paths.head_feats_dir, iid)
+        np.testing.assert_allclose(info, winfo, rtol=1e-6)
+        np.testing.assert_allclose(mine, world, rtol=2e-3, atol=2e-3)
+    raw = json.loads(open(out["dets"]).read())
+    assert {d["image_id"] for d in raw} == set(ids)  # the threshold is lowered until an image has one
+    assert {"det_id", "h5_id", "box", "image_id", "category_id", "category_name", "score"} <= set(raw[0])
+    assert [d["det_id"] for d in raw] == list(range(len(raw)))
+    dets = read_dets(out["dets"], inclusive=True)
+    assert all(d["box_xyxy"][2] == pytest.approx(d["box"][0] + d["box"][2] - 1) for d in dets[:50])
+    # prepare reads the two pickles as they are
+    cfg2 = cfg.model_copy(update={"workdir": tmp_path / "w2"}, deep=True)
+    cfg2.paths.rpn_boxes, cfg2.paths.rpn_box_scores = out["rpn_boxes"], out["rpn_box_scores"]
+    summary = prepare(cfg2, progress=False)
+    assert summary["images"] == len(ids)
+
+
+@pytest.mark.slow
+def test_features_from_images_give_the_same_proposals_as_h5(prepared, tmp_path):
+    import shutil
+
+    from sepnms.engine.propose import propose
+    from sepnms.engine.train import train
+    from sepnms.io.proposals import read_proposals
+
+    work = tmp_path / "work"
+    shutil.copytree(prepared.workdir, work)
+    cfg = prepared.model_copy(update={"workdir": work}, deep=True)
+    cfg.train.max_steps, cfg.train.val_max_expressions = 2, 4
+    train(cfg, "sepnms", resume=False, progress=False)
+    h5 = read_proposals(propose(cfg, "sepnms", ["val"], progress=False)["val"])
+    cfg.features.source = "images"
+    img = read_proposals(propose(cfg, "sepnms", ["val"], progress=False)["val"])
+    assert [e.sent_id for e in h5] == [e.sent_id for e in img] and len(h5) > 0
+    worst = 0.0
+    for a, b in zip(h5, img):
+        assert np.array_equal(a.box, b.box)
+        for col in ("ref_score", "ctx_score"):
+            worst = max(worst, float(np.abs(a.scores[col] - b.scores[col]).max()))
+    assert worst <= 1e-5
+
+
+def _images_dir(tmp_path, sizes):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for iid, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"img_{iid:06d}.png")
+    return folder
+
+
+TINY_SETS = ["detector.width=4", "detector.blocks=[1,1,1,2]", "detector.rpn_channels=8", "detector.test_scale=96",
+             "detector.test_max_size=160", "model.feat_channels=64"]
+
+
+def test_cli_detect_on_a_folder_and_compare(tmp_path, capsys):
+    import json
+
+    from sepnms.cli import main
+    from sepnms.engine.detect import compare_rpn
+    from sepnms.io.rpn import load_rpn, write_rpn
+
+    ckpt = _tiny_checkpoint(tmp_path / "det.pth")
+    folder = _images_dir(tmp_path, {5: (60, 80), 9: (60, 80), 12: (70, 50)})
+    sets = sum((["--set", s] for s in TINY_SETS + [f"paths.detector_checkpoint={ckpt}", f"workdir={tmp_path / 'w'}",
+                                                     "detector.batch_images=2"]), [])
+    assert main(["detect", "-c", "demo", *sets, "--images", str(folder), "--quiet"]) == 0
+    out = tmp_path / "w" / "detect"
+    rpn = load_rpn(out / "rpn_boxes.pkl", out / "rpn_box_scores.pkl")
+    assert sorted(rpn.boxes) == [5, 9, 12]
+    capsys.readouterr()
+    # the same outputs compared with themselves
+    assert main(["detect", "-c", "demo", *sets, "--images", str(folder), "--quiet", "--compare-only",
+                 "--compare", str(out / "rpn_boxes.pkl"), str(out / "rpn_box_scores.pkl")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images_same_rows"] == 3 and report["score_abs_diff"]["max"] == 0.0
+    assert report["rows_boxes_within_1px"] == 1.0
+    # a reference that differs by known amounts on one image, and lacks a row on another
+    boxes = {k: v.copy() for k, v in rpn.boxes.items()}
+    scores = {k: v.copy() for k, v in rpn.scores.items()}
+    scores[5][0, 3] += 0.25
+    boxes[5][1, 2, 0] += 3.0
+    boxes[9], scores[9] = boxes[9][1:], scores[9][1:]
+    write_rpn(tmp_path / "ref_b.pkl", tmp_path / "ref_s.pkl", boxes, scores)
+    cmp = compare_rpn(out / "rpn_boxes.pkl", out / "rpn_box_scores.pkl", tmp_path / "ref_b.pkl", tmp_path / "ref_s.pkl")
+    assert cmp["images_common"] == 3 and cmp["images_same_rows"] == 2
+    assert cmp["score_abs_diff"]["max"] == pytest.approx(0.25, abs=1e-6)
+    assert cmp["box_abs_diff_px"]["max"] == pytest.approx(3.0, abs=1e-4)
+    n_rows = len(rpn.boxes[5]) + len(rpn.boxes[12])
+    assert cmp["rows_compared"] == n_rows and cmp["rows_boxes_within_1px"] == pytest.approx(1 - 1 / n_rows)
+
+
+def test_cli_detect_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    from sepnms.cli import main
+
+    ckpt = _tiny_checkpoint(tmp_path / "det.pth")
+    folder = _images_dir(tmp_path, {5: (60, 80)})
+    base = sum((["--set", s] for s in TINY_SETS + [f"workdir={tmp_path / 'w'}"]), [])
+    # a renamed key in the checkpoint
+    state = torch.load(ckpt, weights_only=True)
+    state["rpn_netX.weight"] = state.pop("rpn_net.weight")
+    torch.save(state, tmp_path / "bad.pth")
+    rc = main(["detect", "-c", "demo", *base, "--set", f"paths.detector_checkpoint={tmp_path / 'bad.pth'}",
+               "--images", str(folder), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "bad.pth" in err and "rpn_net.weight" in err and "rpn_netX.weight" in err
+    # a corrupt image in the folder
+    (folder / "img_000007.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    rc = main(["detect", "-c", "demo", *base, "--set", f"paths.detector_checkpoint={ckpt}",
+               "--images", str(folder), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "img_000007.jpg" in err
+    # no checkpoint configured
+    rc = main(["detect", "-c", "demo", *base, "--images", str(folder), "--quiet"])
+    assert rc == 2 and "paths.detector_checkpoint" in capsys.readouterr().err
+
+
+def test_features_from_images_inputs_are_checked(tmp_path):
+    from types import SimpleNamespace
+
+    from sepnms.config import load_config
+    from sepnms.engine.image_features import check_image_inputs
+    from sepnms.errors import ConfigError
+
+    ckpt = _tiny_checkpoint(tmp_path / "det.pth")
+    folder = _images_dir(tmp_path, {5: (60, 80)})
+    refdb = SimpleNamespace(images={5: {"file_name": "img_000005.png"}, 6: {"file_name": "img_000006.png"}})
+    cfg = load_config("demo", TINY_SETS + [f"paths.detector_checkpoint={ckpt}", f"paths.images_dir={folder}",
+                                           "features.source=images"])
+    with pytest.raises(InputError, match=r"img_000006.png: image files missing for 1 of 2 images"):
+        check_image_inputs(cfg, refdb)
+    refdb.images.pop(6)
+    check_image_inputs(cfg, refdb)
+    with pytest.raises(ConfigError, match="model.feat_channels"):
+        check_image_inputs(cfg.model_copy(update={"model": cfg.model.model_copy(update={"feat_channels": 32})}), refdb)

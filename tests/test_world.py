@@ -205,18 +205,23 @@ def test_head_features(tiny, refer):
         read_head(out / "head_feats", next(iter(refer.img_by_id)), expect_channels=cfg.model.feat_channels + 1)
 
 
-def test_backbone_is_fixed_and_sees_colour():
+def test_world_trunk_is_seeded_and_sees_colour():
+    from sepnms.detection.features import c4_from_rgb
+    from sepnms.world.detector import world_detector
+
+    dc = load_config("demo").detector
     img = np.zeros((64, 80, 3), np.uint8)
     img[:, :40] = (200, 30, 30)
     img[:, 40:] = (30, 30, 200)
-    h1, info = W.wr.backbone_features(img, 0.8, 32, 16)
-    h2, _ = W.wr.backbone_features(img, 0.8, 32, 16)
+    h1, info = c4_from_rgb(world_detector(dc, 3)[0], img)
+    h2, _ = c4_from_rgb(world_detector(dc, 3)[0], img)
     np.testing.assert_array_equal(h1, h2)
-    assert h1.shape == (1, 32, math.ceil(51 / 16), math.ceil(64 / 16))
-    assert info.tolist()[0][:2] == [51.0, 64.0]
-    # red half vs blue half: the linear colour channels differ (R up on the left, B on the right)
-    assert h1[0, 0, :, 0].mean() > h1[0, 0, :, -1].mean()
-    assert h1[0, 2, :, 0].mean() < h1[0, 2, :, -1].mean()
+    assert h1.shape == (1, 16 * dc.width, 20, 25)  # 64x80 -> 320x400 -> /16
+    assert info.tolist()[:2] == [320.0, 400.0]
+    # red half vs blue half: the colour channels (B, G, R means) differ (R up on the left, B on the right)
+    assert h1[0, 2, :, 1].mean() > h1[0, 2, :, -2].mean() + 1
+    assert h1[0, 0, :, 1].mean() + 1 < h1[0, 0, :, -2].mean()
+    assert h1[0, 3:].std() > 0 and not np.array_equal(h1, c4_from_rgb(world_detector(dc, 4)[0], img)[0])
 
 
 def test_data_json(tiny, refer):
@@ -281,16 +286,17 @@ def test_config_yaml(tiny):
 
 
 def test_config_overrides_propagate(tmp_path):
-    cfg = load_config("demo", ["world.n_images=5", "model.feat_channels=24", "world.image_format=png",
+    cfg = load_config("demo", ["world.n_images=5", "model.feat_channels=32", "world.image_format=png",
                                "world.n_proposals=30"])
     W.generate_world(tmp_path, cfg, seed=5, progress=False)
     loaded = load_config(str(tmp_path / "config.yaml"))
-    assert loaded.world.n_images == 5 and loaded.model.feat_channels == 24 and loaded.seed == 5
+    assert loaded.world.n_images == 5 and loaded.model.feat_channels == 32 and loaded.seed == 5
     refer = Refer.load(loaded.refs_path(), loaded.instances_path())
     iid = next(iter(refer.img_by_id))
     assert refer.img_by_id[iid]["file_name"].endswith(".png")
     assert (loaded.images_dir() / refer.img_by_id[iid]["file_name"]).is_file()
-    head, _ = read_head(loaded.need_path("head_feats_dir"), iid, expect_channels=24)
+    head, _ = read_head(loaded.need_path("head_feats_dir"), iid, expect_channels=32)
+    assert loaded.detector.width == 2  # the world's detector follows model.feat_channels
     rpn = load_rpn(loaded.need_path("rpn_boxes"), loaded.need_path("rpn_box_scores"))
     assert abs(rpn.get(iid)[0].shape[0] - 30) <= 3
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sepnms.errors import SepNMSError
+from sepnms.errors import SepNMSError, StorageError
 
 log = logging.getLogger("sepnms")
 
@@ -41,6 +42,13 @@ def _shard_args(p: argparse.ArgumentParser, flush_default: Optional[int]) -> Non
     p.add_argument("--flush-every", type=int, default=flush_default, metavar="IMAGES",
                    help="write a part file every this many images (resume point after an interruption)"
                         + (f"; default {flush_default}" if flush_default else ""))
+
+
+def _detect_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help=prefix + "detect every image of DIR (ids from the file names) instead of the dataset's")
+    p.add_argument("--save-head", choices=["none", "float16", "float32"], default="none",
+                   help=prefix + "also write MAttNet's head features detect/head_feats/<image_id>.h5")
 
 
 def _shard(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -120,6 +128,12 @@ def cmd_train(args) -> None:
     _print(summary)
 
 
+def cmd_import_weights(args) -> None:
+    from sepnms.engine.import_weights import import_weights
+
+    _print(import_weights(_cfg(args), args.source, args.format, args.name, overwrite=args.overwrite))
+
+
 def cmd_propose(args) -> None:
     from sepnms.engine.propose import merge_proposals, propose
 
@@ -131,9 +145,29 @@ def cmd_propose(args) -> None:
     _print({k: str(v) for k, v in paths.items()})
 
 
+def cmd_detect(args) -> None:
+    from sepnms.engine.detect import compare_rpn, detect, merge_detect
+
+    cfg = _cfg(args)
+    images = Path(args.images) if args.images else None
+    if not args.compare_only:
+        _print(_sharded(args, cfg, lambda shard, merge: detect(cfg, images, args.save_head, progress=not args.quiet,
+                                                               shard=shard, merge=merge, **_flush(args)),
+                        lambda: merge_detect(cfg, images, args.save_head), "detect"))
+    if args.compare:
+        from sepnms.engine.detect import detect_paths
+
+        ours = detect_paths(cfg)
+        _print(compare_rpn(ours["rpn_boxes"], ours["rpn_box_scores"], Path(args.compare[0]), Path(args.compare[1])))
+
+
 def cmd_merge(args) -> None:
     cfg = _cfg(args)
-    if args.stage == "propose":
+    if args.stage == "detect":
+        from sepnms.engine.detect import merge_detect
+
+        _print(merge_detect(cfg, Path(args.images) if args.images else None, args.save_head))
+    elif args.stage == "propose":
         from sepnms.engine.propose import merge_proposals
 
         _print({k: str(v) for k, v in merge_proposals(cfg, args.model, args.splits).items()})
@@ -170,14 +204,18 @@ def cmd_export(args) -> None:
 
 def cmd_downstream(args) -> None:
     from sepnms.data.refdb import load_refdb
-    from sepnms.evaluation.downstream import downstream_accuracy, load_predictions
+    from sepnms.evaluation.downstream import check_prediction_ids, downstream_accuracy, load_predictions
 
     cfg = _cfg(args)
-    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
+    refdb = load_refdb(refdb_path)
+    refdb.check_splits([args.split], refdb_path)
     exprs = refdb.split(args.split)
     gt = {int(e["sent_id"]): [e["gt_box"][0], e["gt_box"][1], e["gt_box"][2] - e["gt_box"][0], e["gt_box"][3] - e["gt_box"][1]]
           for e in exprs}
-    acc = downstream_accuracy(load_predictions(args.predictions), gt, len(exprs))
+    preds = load_predictions(args.predictions)
+    check_prediction_ids(preds, gt, args.predictions, args.split)
+    acc = downstream_accuracy(preds, gt, len(exprs))
     _print({"split": args.split, "expressions": len(exprs), "accuracy": acc})
 
 
@@ -233,6 +271,18 @@ def cmd_gallery(args) -> None:
     _print({"gallery": str(gallery(cfg, args.methods, args.splits, limit, progress=not args.quiet))})
 
 
+def cmd_ground(args) -> None:
+    from sepnms.engine.ground import evaluate_grounding, train_grounding
+
+    cfg = _cfg(args)
+    if args.action == "train":
+        summary = train_grounding(cfg, resume=not args.no_resume, progress=not args.quiet)
+        summary.pop("history", None)
+        _print(summary)
+    else:
+        _print(evaluate_grounding(cfg, args.methods, args.splits, args.dets, args.checkpoint, progress=not args.quiet))
+
+
 def cmd_config(args) -> None:
     print(_cfg(args).to_yaml())
 
@@ -277,14 +327,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="default: train.model")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
 
+    p = add("import-weights", cmd_import_weights, "the authors' released Ref-NMS / Sep-NMS state dict -> "
+                                                  "<workdir>/models/<name>/best.pt (what propose reads)")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the released .pth file")
+    p.add_argument("--format", required=True, choices=["sepnms-release", "refnms-release"])
+    p.add_argument("--name", default=None, help="model name (default: sepnms / refnms, the name propose reads)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing best.pt")
+
     p = add("propose", cmd_propose, "score every candidate of every expression with all branches")
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None)
     p.add_argument("--splits", nargs="+", default=None, help="default: evaluate.splits")
     p.add_argument("--reference", action="store_true", help="slow per-expression path (for checking)")
     _shard_args(p, None)
 
-    p = add("merge", cmd_merge, "join the part files of `--shard i/n` runs of propose, encode-text or clip-ctx")
-    p.add_argument("stage", choices=["propose", "encode-text", "clip-ctx"])
+    p = add("detect", cmd_detect, "MAttNet's Mask R-CNN over the images -> <workdir>/detect/ rpn_boxes.pkl, "
+                                  "rpn_box_scores.pkl, dets.json [, head_feats/]")
+    _detect_args(p)
+    p.add_argument("--compare", nargs=2, default=None, metavar=("RPN_BOXES", "RPN_SCORES"),
+                   help="then print how closely detect/rpn_*.pkl match these pickles (e.g. Ref-NMS's released ones)")
+    p.add_argument("--compare-only", action="store_true", help="with --compare: compare existing outputs, detect nothing")
+    _shard_args(p, None)
+
+    p = add("merge", cmd_merge, "join the part files of `--shard i/n` runs of detect, propose, encode-text or clip-ctx")
+    p.add_argument("stage", choices=["detect", "propose", "encode-text", "clip-ctx"])
+    _detect_args(p, "detect: ")
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="propose: default train.model")
     p.add_argument("--splits", nargs="+", default=None, help="propose: default evaluate.splits")
 
@@ -336,6 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-thumbnails", type=int, default=None, metavar="N",
                    help="draw at most N thumbnails (-1: all; default gallery.max_thumbnails)")
 
+    p = add("ground", cmd_ground, "the second stage (MAttNet): train it, or score candidate sets -> REC accuracy")
+    p.add_argument("action", choices=["train", "eval"])
+    p.add_argument("--no-resume", action="store_true", help="train: start from scratch even if last.pt exists")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="eval: gt, mattnet_dets and/or fused method names (default: gt, mattnet_dets, all fused)")
+    p.add_argument("--dets", nargs="+", default=None, metavar="FILE",
+                   help="eval: MAttNet-style detection files, each a method named after its file stem")
+    p.add_argument("--splits", nargs="+", default=None, help="eval: default evaluate.splits")
+    p.add_argument("--checkpoint", default="best", help="eval: best, last or a checkpoint path")
+
     add("config", cmd_config, "print the resolved config")
     return parser
 
@@ -349,12 +425,37 @@ def main(argv: Optional[list[str]] = None) -> int:
     for noisy in ("transformers", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        args.func(args)
+        try:
+            args.func(args)
+            sys.stdout.flush()
+        except OSError as exc:  # disk full, read-only or forbidden work directory: one line, like bad input
+            storage = None if isinstance(exc, BrokenPipeError) else StorageError.from_os_error(exc)
+            if storage is None:
+                raise
+            raise storage from exc
+        except MemoryError:
+            raise SepNMSError("out of memory (an input larger than expected, or too large a batch: lower "
+                              "train.batch_size / text.batch_size, or use a machine with more memory)") from None
+        except RuntimeError as exc:
+            text = str(exc)
+            if "out of memory" in text.lower():  # torch.OutOfMemoryError (CUDA) and allocator failures
+                raise SepNMSError(f"out of memory on {getattr(args, 'device', None) or 'the device'}: "
+                                  f"{text.splitlines()[0][:160]} (lower the batch size)") from None
+            if "file write failed" in text or "No space left" in text:  # torch.save on a full disk
+                raise SepNMSError(f"write failed ({text.splitlines()[0][:160]}): is the disk full?") from None
+            raise
     except SepNMSError as exc:
         if args.verbose:
             raise
         print(f"sepnms {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`sepnms config | head`): not an error of ours; send what is left
+        # of stdout to /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0  # the reader had what it wanted
     except KeyboardInterrupt:
         print(f"sepnms {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -38,6 +38,7 @@ from sepnms.clip.losses import damsm_loss
 from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name, tokenize
 from sepnms.config import ClipConfig, Config
 from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
+from sepnms.io.checkpoints import torch_load_weights
 from sepnms.errors import InputError, OutputExistsError
 from sepnms.io.atomic import atomic_path, atomic_write_json
 
@@ -168,10 +169,9 @@ def batch_losses(dagger: CLIPDagger, images: torch.Tensor, tokens: torch.Tensor,
 
 def _load_last(path: Path, fingerprint: str) -> dict[str, Any]:
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(path, f"not a loadable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-                               "delete it or pass --overwrite") from None
+        ck = torch_load_weights(path)  # one line; never advises weights_only=False
+    except InputError as exc:
+        raise InputError(path, f"{exc.problem}; delete it or pass --overwrite") from None
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
         raise InputError(path, "not a clip-finetune checkpoint; delete it or pass --overwrite")
     if ck.get("fingerprint") != fingerprint:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.ops import nms
+
+from sepnms.detection.boxes import nms_plus_one
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ def mattnet_detections(boxes: np.ndarray, scores: np.ndarray, nms_iou: float = 0
 
     boxes: [N, C, 4] class-specific xyxy boxes (column 0 = background); scores: [N, C] class
     probabilities.  Per foreground class: keep rows with score >= threshold, NMS at ``nms_iou``
-    (torchvision.ops.nms).  If no class keeps anything, lower the threshold by ``lower_step`` and retry.
+    (legacy ``+1`` areas, as MAttNet's NMS).  If no class keeps anything, lower the threshold by ``lower_step`` and retry.
     Returns detections sorted by score, highest first.
     """
     boxes = np.asarray(boxes, dtype=np.float32)
@@ -41,7 +42,7 @@ def mattnet_detections(boxes: np.ndarray, scores: np.ndarray, nms_iou: float = 0
             rows = np.nonzero(scores[:, c] >= thresh)[0]
             if rows.size == 0:
                 continue
-            keep = nms(torch.from_numpy(boxes[rows, c]), torch.from_numpy(scores[rows, c]), nms_iou).numpy()
+            keep = nms_plus_one(torch.from_numpy(boxes[rows, c]), torch.from_numpy(scores[rows, c]), nms_iou).numpy()
             out += [Detection(tuple(float(v) for v in boxes[r, c]), float(scores[r, c]), c) for r in rows[keep]]
         if out or thresh <= 0 or boxes.shape[0] == 0:
             return sorted(out, key=lambda d: -d.score)

@@ -12,6 +12,7 @@ from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_r
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
 from sepnms.engine.gallery import gallery
+from sepnms.engine.image_features import features_check
 from sepnms.data.refdb import load_refer
 from sepnms.engine.prepare import prepare
 from sepnms.engine.propose import propose
@@ -78,6 +79,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     cfg_clip_score = load_config(world_dir / "config.yaml", common + ["train.ctx_source=clip", "clip.score_proposals=true"])
 
     prep = timed("prepare", prepare, cfg, overwrite=True, progress=progress)
+    feats = timed("features from images", features_check, cfg, 4)  # features.source=images == h5 (issue 9)
     mentions = load_mentions(world_dir / "mentions.json")
     save_ctxdb(ctxdb_path(cfg.workdir, "mentions"), mentions_ctxdb(cfg, mentions))
     timed("encode-text", encode_text, cfg, overwrite=True, progress=progress)
@@ -113,6 +115,9 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
                 "proposal crops). Numbers as they came out of this run."]
     for split in cfg.evaluate.splits:
         sections += ["", f"### {split}", "", metrics_table(ablation, split)]
+    sections += ["", "## Features from images", "", f"C4 maps of {feats['images']} images computed from the image "
+                 f"files by the world's detector checkpoint vs its head-feature files: max abs difference "
+                 f"{feats['max_abs_diff']:.2e} (`features.source: images` reads the same features)."]
     sections += ["", "Context recall is measured against the world's recorded mentions (ground truth). "
                  "MAttNet-style detections: " + ", ".join(f"`{p.relative_to(workdir)}`" for p in exported)]
     sections += ["", f"Gallery of the expressions (outcome per method, filters, search): "

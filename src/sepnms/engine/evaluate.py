@@ -8,6 +8,7 @@ expression (the same target for every method), and writes ``eval/metrics.json``,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -94,7 +95,9 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     ``hit_rate_vs_proposals_ablation.png``.
     """
     ev = cfg.evaluate
-    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
+    refdb = load_refdb(refdb_path)
+    refdb.check_splits(ev.splits, refdb_path, "evaluate.splits")
     source = cfg.train.ctx_source if ev.ctx_source == "train" else ev.ctx_source
     ctxdb = load_ctxdb(ctxdb_path(cfg.workdir, source))
     names = methods or sorted(p.name for p in (Path(cfg.workdir) / "fused").glob("*") if p.is_dir())
@@ -106,13 +109,16 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
         gt = refdb.gt_by_sent(split)
         ctx = ctxdb.ctx_by_sent(gt.keys())
         for name in names:
-            table = read_proposals(fused_path(cfg, name, split))
+            path = fused_path(cfg, name, split)
+            table = read_proposals(path)
+            check_table_covers(table, gt, path, split, refdb_path)
             conf = choose_conf(table, ev.target_proposals, ev.conf_grid_size)
             m = evaluate_at_conf(table, gt, ctx, conf, ev.hit_iou)
             metrics.setdefault(name, {})[split] = {
                 "hit_rate": m["hit_rate"], "proposals_per_expression": m["proposals_per_expression"],
                 "top1_accuracy": m["top1_accuracy"], "ctx_recall": m["ctx_recall"], "conf": m["conf"],
                 "n_expressions": m["n_expressions"],
+                "fused_table_sha256": table_sha256(path),  # export refuses a conf of another table
             }
             sweeps.setdefault(split, {})[name] = conf_sweep(table, gt, ctx, sweep_confs(table, ev.conf_grid_size), ev.hit_iou)
     out = Path(cfg.workdir) / "eval"
@@ -126,6 +132,29 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
             plot_many(panels, out / f"{key}_vs_proposals{tail}.png", f"{cfg.dataset_tag}: {title}",
                       y_key=key, marks=marks, x_max=max(3 * ev.target_proposals, 10))
     return metrics
+
+
+def table_sha256(path: Path) -> str:
+    """sha256 of a fused table's bytes: ties the conf chosen by ``evaluate`` to the table it was
+    chosen for (a re-fuse with other settings changes the table, and the conf no longer applies)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_table_covers(table, gt: dict, path: Path, split: str, refdb_path: Path) -> None:
+    """InputError unless the table's expressions are exactly the split's expressions of the refdb:
+    a table of another dataset or work directory would be scored against the wrong ground truth."""
+    ids = {int(e.sent_id) for e in table.expressions}
+    unknown, missing = sorted(ids - set(gt)), sorted(set(gt) - ids)
+    if unknown or missing:
+        detail = (f"{len(unknown)} of its {len(ids)} expressions are not in split {split!r} of {refdb_path} "
+                  f"(e.g. sent_id {unknown[0]})" if unknown else
+                  f"it lacks {len(missing)} of the {len(gt)} expressions of split {split!r} (e.g. sent_id {missing[0]})")
+        raise InputError(path, f"{detail}: a table of another dataset or work directory? Re-run `sepnms propose` "
+                               "and `sepnms fuse` here")
 
 
 def _json_safe(obj: Any) -> Any:
@@ -159,7 +188,16 @@ def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: 
     top_n = top_n if top_n is not None else cfg.evaluate.top_n_export
     dets: list[dict] = []
     for split in splits or cfg.evaluate.splits:
-        table = read_proposals(fused_path(cfg, method, split))
+        if split not in metrics[method]:
+            raise InputError(metrics_path, f"no metrics for split {split!r} of method {method!r} (have "
+                                           f"{sorted(metrics[method])}): evaluate that split first")
+        path = fused_path(cfg, method, split)
+        recorded = metrics[method][split].get("fused_table_sha256")
+        if recorded is not None and path.is_file() and table_sha256(path) != recorded:
+            raise InputError(path, f"changed since `sepnms evaluate` chose conf {metrics[method][split]['conf']} for "
+                                   f"it (re-fused with other settings?): {metrics_path} belongs to another table; "
+                                   "re-run `sepnms evaluate`")
+        table = read_proposals(path)
         conf = metrics[method][split]["conf"]
         dets.extend(to_matt_dets(table, None, coco_ids, refer.cat_name, split, top_n, conf, start_det_id=len(dets)))
     path = Path(cfg.workdir) / "export" / matt_dets_filename(method, tag, cfg.dataset, cfg.split_by, top_n)

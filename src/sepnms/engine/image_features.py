@@ -17,7 +17,7 @@ import torch
 from sepnms.config import Config
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.detector import MaskRCNNC4
-from sepnms.detection.preprocess import preprocess
+from sepnms.detection.features import autocast, c4_from_rgb  # noqa: F401  (re-exported)
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.images import read_rgb
 
@@ -39,25 +39,6 @@ def check_channels(cfg: Config) -> None:
     if c4 != cfg.model.feat_channels:
         raise ConfigError(f"detector.width {cfg.detector.width} gives {c4}-channel C4 maps but model.feat_channels "
                           f"is {cfg.model.feat_channels}")
-
-
-def autocast(device: str, amp: str):
-    """bf16 / fp16 autocast on CUDA when asked, else a no-op context."""
-    import contextlib
-
-    if amp == "none" or not str(device).startswith("cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-@torch.no_grad()
-def c4_from_rgb(model: MaskRCNNC4, rgb: np.ndarray, device: str = "cpu", amp: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """uint8 RGB [H, W, 3] -> (head float32 [1, C, Hf, Wf], im_info float32 [3]) as MAttNet's files."""
-    dc = model.dc
-    blob, info = preprocess(rgb, dc.pixel_means, dc.test_scale, dc.test_max_size, device=device)
-    with autocast(device, amp):
-        c4 = model.c4(blob)
-    return c4.float().cpu().numpy(), info.numpy()
 
 
 class ImageFeatures:
@@ -106,3 +87,24 @@ def check_image_inputs(cfg: Config, refdb) -> None:
                                             f"(first: image_id {missing[0]})")
     if files:
         read_rgb(files[min(files)])
+
+
+def features_check(cfg: Config, n_images: int = 4) -> dict:
+    """Cheap check that ``features.source: images`` reproduces the HDF5 head features: the C4 maps
+    of the first ``n_images`` images computed from their files vs ``paths.head_feats_dir``."""
+    from sepnms.data.refdb import load_refdb
+    from sepnms.engine.inputs import HeadCache, refdb_image_files
+
+    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    ids = sorted(refdb.images)[:n_images]
+    h5 = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=1)
+    images = ImageFeatures(cfg, refdb_image_files(cfg, refdb))
+    worst, scale_diff = 0.0, 0.0
+    for iid in ids:
+        (a, sa), (b, info) = h5.get(iid), images(iid)
+        if tuple(a.shape) != b.shape:
+            raise InputError(h5.feats_dir, f"image_id {iid}: head {tuple(a.shape)} in the HDF5 file but {b.shape} "
+                                           "from the image (another detector or resize?)")
+        worst = max(worst, float(np.abs(a.numpy() - b).max()))
+        scale_diff = max(scale_diff, abs(sa - float(info[2])))
+    return {"images": len(ids), "max_abs_diff": worst, "max_scale_diff": scale_diff}

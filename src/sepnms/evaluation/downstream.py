@@ -91,6 +91,16 @@ def load_predictions(path: str | Path) -> dict[int, list[float]]:
     return preds
 
 
+def check_prediction_ids(preds: Mapping[int, Sequence[float]], gt_by_sent: Mapping[int, Any],
+                         path: str | Path, split: str) -> None:
+    """InputError when predictions name sent_ids that are not expressions of ``split`` (another
+    split's or another dataset's predictions would otherwise score as silently wrong misses)."""
+    unknown = sorted(set(preds) - set(gt_by_sent))
+    if unknown:
+        raise InputError(path, f"{len(unknown)} of {len(preds)} predictions name sent_ids that are not expressions "
+                               f"of split {split!r} (e.g. {unknown[:3]}): predictions of another split or dataset?")
+
+
 def downstream_accuracy(
     preds: Mapping[int, Sequence[float]],
     gt_by_sent: Mapping[int, Sequence[float]],

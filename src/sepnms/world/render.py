@@ -1,4 +1,4 @@
-"""Pixels of the embedded world: shapes, backgrounds, and the fixed backbone.
+"""Pixels of the embedded world: shapes and backgrounds.
 
 Everything here is a pure function of its arguments (and of a ``numpy.random.Generator`` where
 noise is drawn), so a world is reproducible from its seed.
@@ -6,14 +6,12 @@ noise is drawn), so a world is reproducible from its seed.
 * :func:`shape_labels` rasterises one object into a label map (0 outside; 1 main colour,
   2 dark shade, 3 light face, 4 neutral dark gray) - the shapes differ at stride-16 resolution.
 * :func:`paint_image` composes a textured gray background and the objects' label maps.
-* :func:`backbone_features` is the "detector backbone" of the world: a deterministic, fixed
-  (image-independent) convolution-like map from pixels to a stride-16 feature map laid out like
-  MAttNet's C4 head features.
+
+The world's C4 head features come from its detector (``sepnms.world.detector``).
 """
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -24,9 +22,6 @@ MAIN, DARK, LIGHT, NEUTRAL = 1, 2, 3, 4
 
 #: the shapes :func:`shape_labels` knows
 SHAPES = ("ring", "diamond", "toothbrush", "keyboard", "broccoli", "oven", "vase", "suitcase")
-
-#: the seed of the backbone's weights: fixed, independent of any world's seed and pixels
-BACKBONE_SEED = 20210202
 
 
 def shape_labels(shape: str, box: Sequence[float], width: int, height: int) -> np.ndarray:
@@ -167,55 +162,3 @@ def paint_image(
                 img[sel] = rgb
     img += rng.normal(0.0, 5.0, size=img.shape).astype(np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """MAttNet's resize (``cv2.resize(fx=scale, fy=scale)``): rounded sizes."""
-    return int(round(height * scale)), int(round(width * scale))
-
-
-@lru_cache(maxsize=8)
-def _backbone_weights(channels: int, patch_dim: int, n_linear: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng([BACKBONE_SEED, channels, patch_dim])
-    n_proj = channels - n_linear
-    weight = rng.normal(0.0, 2.0 / math.sqrt(patch_dim), size=(patch_dim, n_proj)).astype(np.float32)
-    bias = rng.normal(0.0, 0.1, size=n_proj).astype(np.float32)
-    return weight, bias
-
-
-def backbone_features(
-    image: np.ndarray, scale: float, channels: int, stride: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
-    """The world's fixed backbone: pixels -> MAttNet-layout head features.
-
-    ``image``: uint8 [H, W, 3].  The image is resized by ``scale`` (bilinear) to
-    [H_r, W_r] = round([H, W] * scale), padded to a multiple of ``stride``, area-downsampled by
-    ``stride // 4``, and each stride x stride cell becomes a 4 x 4 x 3 = 48-value patch vector
-    (space-to-depth).  The first ``min(12, C // 2)`` channels are linear colour features (the
-    cell's 2 x 2 quadrant mean colours, so colour stays linearly decodable); the rest are a
-    fixed random projection of the patch + bias, then ReLU.
-
-    Returns ``head`` float32 [1, C, ceil(H_r / stride), ceil(W_r / stride)] and
-    ``im_info`` float32 [1, 3] = [[H_r, W_r, scale]].
-    """
-    if stride % 4:
-        raise ValueError(f"feat_stride {stride} must be a multiple of 4")
-    h, w = image.shape[:2]
-    hr, wr = resized_size(h, w, scale)
-    resized = np.asarray(Image.fromarray(image).resize((wr, hr), Image.BILINEAR), np.float32) / 255.0
-    fh, fw = -(-hr // stride), -(-wr // stride)
-    padded = np.full((fh * stride, fw * stride, 3), 0.5, np.float32)
-    padded[:hr, :wr] = resized
-    x = padded - 0.5
-    sub = stride // 4
-    x = x.reshape(fh * 4, sub, fw * 4, sub, 3).mean(axis=(1, 3))  # [4fh, 4fw, 3]
-    patches = x.reshape(fh, 4, fw, 4, 3).transpose(0, 2, 1, 3, 4)  # [fh, fw, 4, 4, 3]
-    quad = patches.reshape(fh, fw, 2, 2, 2, 2, 3).mean(axis=(3, 5)).reshape(fh, fw, 12)
-    flat = patches.reshape(fh, fw, 48)
-    n_linear = min(12, channels // 2)
-    weight, bias = _backbone_weights(channels, 48, n_linear)
-    proj = np.maximum(flat @ weight + bias, 0.0)
-    head = np.concatenate([2.0 * quad[..., :n_linear], proj], axis=-1)  # [fh, fw, C]
-    head = np.ascontiguousarray(head.transpose(2, 0, 1)[None], dtype=np.float32)
-    im_info = np.array([[hr, wr, scale]], np.float32)
-    return head, im_info

@@ -1,0 +1,317 @@
+"""What the second stage reads: the annotated objects and sentences (refer files), their frozen
+visual features from the head maps, and MAttNet's training batches.
+
+Each image's head map is read once per batch; the frozen pool5 / fc7 grids of an image's objects
+are kept in a small LRU (``grounding.feature_cache_images``) since layer4 never changes.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from sepnms.config import Config
+from sepnms.data.refdb import load_refer
+from sepnms.engine.inputs import HeadCache
+from sepnms.errors import InputError
+from sepnms.grounding.features import ObjectGeometry, object_geometry, xyxy_to_xywh
+from sepnms.grounding.mattnet import ObjectTable, frozen_layer4, layer4_grid
+from sepnms.grounding.vocab import GroundingVocab, build_grounding_vocab, max_length_for
+from sepnms.io.refer import split_matches
+from sepnms.models.pooling import pool_rois
+
+
+@dataclass
+class ImageObjects:
+    """The annotated objects of one image: ann_ids [N], boxes xyxy [N, 4] (x2 = x + w), categories [N]."""
+
+    image_id: int
+    width: int
+    height: int
+    ann_ids: list[int]
+    boxes: np.ndarray
+    categories: np.ndarray
+    ref_ids: list[int] = field(default_factory=list)
+    file_name: str = ""
+
+
+@dataclass
+class GroundingData:
+    """Objects, refs and sentences of the configured dataset (``refer_root``)."""
+
+    images: dict[int, ImageObjects]
+    refs: dict[int, dict[str, Any]]          # ref_id -> {image_id, ann_index, split, sent_ids, category_id}
+    sentences: dict[int, list[str]]          # sent_id -> tokens
+    category_names: dict[int, str]
+    attributes: dict[int, list[str]]         # ref_id -> attribute words (data.json att_wds), may be empty
+
+    @classmethod
+    def open(cls, cfg: Config) -> "GroundingData":
+        refer = load_refer(cfg)
+        images: dict[int, ImageObjects] = {}
+        for iid, anns in refer.anns_by_image.items():
+            if iid not in refer.refs_by_image:
+                continue
+            w, h = refer.image_size(iid)
+            boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                              for a in anns], np.float32).reshape(-1, 4)
+            images[iid] = ImageObjects(iid, w, h, [int(a["id"]) for a in anns], boxes,
+                                       np.array([int(a["category_id"]) for a in anns], np.int64),
+                                       file_name=str(refer.img_by_id[iid].get("file_name", "")))
+        refs, sentences = {}, {}
+        for ref in refer.refs:
+            iid = int(ref["image_id"])
+            img = images[iid]
+            rid = int(ref["ref_id"])
+            img.ref_ids.append(rid)
+            refs[rid] = {"image_id": iid, "ann_index": img.ann_ids.index(int(ref["ann_id"])), "split": str(ref["split"]),
+                         "sent_ids": [int(s["sent_id"]) for s in ref["sentences"]],
+                         "category_id": int(ref["category_id"])}
+            for s in ref["sentences"]:
+                sentences[int(s["sent_id"])] = [str(t).lower() for t in s["tokens"]]
+        return cls(images, refs, sentences, refer.category_names(), _attributes(cfg))
+
+    def image_ids(self, split: str) -> list[int]:
+        return sorted({r["image_id"] for r in self.refs.values() if split_matches(r["split"], split)})
+
+    def ref_ids(self, split: str) -> list[int]:
+        return sorted(rid for rid, r in self.refs.items() if split_matches(r["split"], split))
+
+    def sent_ids(self, split: str) -> list[int]:
+        return [s for rid in self.ref_ids(split) for s in self.refs[rid]["sent_ids"]]
+
+    def build_vocab(self, split: str, min_count: int) -> GroundingVocab:
+        sents = [self.sentences[s] for s in self.sent_ids(split)]
+        if not sents:
+            raise InputError(None, f"no sentence in split {split!r} to build the grounding vocabulary from")
+        return build_grounding_vocab(sents, self.category_names.values(), min_count)
+
+
+def _attributes(cfg: Config) -> dict[int, list[str]]:
+    """``ref_id -> att_wds`` from MAttNet's data.json (refer-parser2 attributes), when given."""
+    if cfg.paths.data_json is None or not Path(cfg.paths.data_json).is_file():
+        return {}
+    from sepnms.io.mattnet_data import load_data_json
+
+    data = load_data_json(cfg.paths.data_json)
+    return {int(r["ref_id"]): [str(w) for w in r.get("att_wds") or []] for r in data.get("refs", [])
+            if isinstance(r, dict) and "ref_id" in r}
+
+
+class AttributeVocab:
+    """The ``num_atts`` most frequent attribute words of the training refs and their class weights."""
+
+    def __init__(self, data: GroundingData, split: str, num_atts: int):
+        from collections import Counter
+
+        from sepnms.grounding.loss import attribute_weights
+
+        counts = Counter(w for rid in data.ref_ids(split) for w in data.attributes.get(rid, []))
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:num_atts]
+        self.words = [w for w, _ in top]
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self.num_atts = num_atts
+        self.weights = attribute_weights(np.array([c for _, c in top] + [1] * (num_atts - len(top))))
+
+    def __bool__(self) -> bool:
+        return bool(self.words)
+
+    def labels(self, words: Sequence[str]) -> np.ndarray:
+        out = np.zeros(self.num_atts, np.float32)
+        for w in words:
+            if w in self.index:
+                out[self.index[w]] = 1.0
+        return out
+
+
+class VisualFeatures:
+    """pool5 / fc7 grids of boxes, from the head maps and the frozen layer4.
+
+    ``grids(image_id, boxes)``: boxes [N, 4] xyxy original pixels -> (pool5 [N, P, s, s],
+    fc7 [N, F, s, s]).  With ``cache_key`` the result is kept (LRU of ``size`` images).
+    """
+
+    def __init__(self, cfg: Config, data: Optional[GroundingData] = None, size: Optional[int] = None):
+        m = cfg.model
+        self.cfg = cfg
+        images = None
+        if cfg.features.source == "images" and data is not None:
+            images = {iid: cfg.images_dir() / img.file_name for iid, img in data.images.items()}
+        self.heads = HeadCache.for_config(cfg, images, size=4)
+        self.layer4 = frozen_layer4(m, cfg.grounding.layer4_source, cfg.paths.maskrcnn_checkpoint, cfg.seed)
+        self.size = cfg.grounding.feature_cache_images if size is None else size
+        self._cache: OrderedDict[Any, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.head_reads = 0
+
+    def grids(self, image_id: int, boxes: np.ndarray, cache_key: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if cache_key is not None and cache_key in self._cache:
+            self._cache.move_to_end(cache_key)
+            return self._cache[cache_key]
+        m = self.cfg.model
+        head, scale = self.heads.get(image_id)
+        self.head_reads += 1
+        pool5 = pool_rois(head, torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4), scale, m.feat_stride,
+                          m.pool_size, m.pooling)
+        out = (pool5, layer4_grid(self.layer4, pool5))
+        if cache_key is not None and self.size > 0:
+            self._cache[cache_key] = out
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return out
+
+
+def object_table(pool5: torch.Tensor, fc7: torch.Tensor, geom: ObjectGeometry) -> ObjectTable:
+    """The ObjectTable of one candidate set (its context features are its own objects' mean fc7)."""
+    mean_fc7 = fc7.mean(dim=(2, 3))                                        # [N, F]
+    idx = torch.from_numpy(geom.cxt_idx)
+    mask = torch.from_numpy(geom.cxt_mask)
+    cxt = mean_fc7[idx.clamp(min=0)] * mask.unsqueeze(-1).to(mean_fc7.dtype)  # [N, K, F]
+    return ObjectTable(pool5, fc7, torch.from_numpy(geom.lfeats), torch.from_numpy(geom.dif_lfeats), cxt,
+                       torch.from_numpy(geom.cxt_lfeats), mask)
+
+
+def concat_tables(tables: Sequence[ObjectTable]) -> ObjectTable:
+    keys = ObjectTable.__dataclass_fields__
+    return ObjectTable(*(torch.cat([getattr(t, k) for t in tables]) for k in keys))
+
+
+def candidate_table(feats: VisualFeatures, image_id: int, width: int, height: int, boxes: np.ndarray,
+                    categories: np.ndarray, num_cxt: int, cache_key: Any = None) -> ObjectTable:
+    """ObjectTable of a candidate set: boxes [N, 4] xyxy, categories [N] (same value = same type)."""
+    pool5, fc7 = feats.grids(image_id, boxes, cache_key)
+    geom = object_geometry(xyxy_to_xywh(boxes), categories, width, height, num_cxt)
+    return object_table(pool5, fc7, geom)
+
+
+def pad_labels(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """[S, T] long, 0-padded to the longest row."""
+    t = max(len(r) for r in rows)
+    out = torch.zeros(len(rows), t, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+    return out
+
+
+@dataclass
+class TrainBatch:
+    objects: ObjectTable
+    labels: torch.Tensor        # [S, T]
+    obj_idx: torch.Tensor       # [3n]: positives, visual negatives, language negatives
+    sent_idx: torch.Tensor      # [3n]
+    att_labels: torch.Tensor    # [N, A]
+    att_select: torch.Tensor    # [N] bool: referents with attribute labels
+    image_ids: list[int]
+    pos_sent_ids: list[int]
+    neg_sent_ids: list[int]
+    pos_ann_ids: list[int]
+    neg_ann_ids: list[int]
+
+
+class BatchSampler:
+    """MAttNet's training batches, deterministic in (seed, iteration).
+
+    Iteration ``it`` of rank ``r`` takes images ``(it * world + r) * B ...`` of an endless sequence
+    of seeded permutations of the split's images.  For every ref of each image: ``seq_per_ref``
+    of its sentences (shuffled, or padded by repetition), and per sentence one visual negative
+    (another object of the image: same category with probability ``visual_sample_ratio`` when one
+    exists, else a different one) and one language negative (a sentence of another ref of the
+    image, same rule; else of another ref of the split).
+    """
+
+    def __init__(self, cfg: Config, data: GroundingData, vocab: GroundingVocab, feats: VisualFeatures,
+                 att_vocab: Optional[AttributeVocab] = None, rank: int = 0, world: int = 1):
+        g = cfg.grounding
+        self.cfg, self.g, self.data, self.vocab, self.feats = cfg, g, data, vocab, feats
+        self.att_vocab = att_vocab
+        self.image_ids = data.image_ids(g.train_split)
+        if not self.image_ids:
+            raise InputError(cfg.refs_path(), f"no image with refs in split {g.train_split!r}")
+        self.split_refs = data.ref_ids(g.train_split)
+        self.rank, self.world = rank, world
+        self.max_length = max_length_for(cfg.dataset, g.max_length)
+
+    def images_of(self, it: int) -> list[int]:
+        n, b = len(self.image_ids), self.g.batch_images
+        start = (it * self.world + self.rank) * b
+        out = []
+        for p in range(start, start + b):
+            epoch, i = divmod(p, n)
+            perm = np.random.default_rng([self.cfg.seed, 7, epoch]).permutation(n)
+            out.append(self.image_ids[int(perm[i])])
+        return out
+
+    def _pick(self, rng: np.random.Generator, same: list, diff: list) -> Optional[Any]:
+        if same and (rng.uniform() < self.g.visual_sample_ratio or not diff):
+            return same[int(rng.integers(len(same)))]
+        if diff:
+            return diff[int(rng.integers(len(diff)))]
+        return None
+
+    def batch(self, it: int) -> TrainBatch:
+        g, data = self.g, self.data
+        tables, offsets = [], []
+        pos_obj, neg_obj, pos_sent, neg_sent, pos_ann, neg_ann = [], [], [], [], [], []
+        att_rows: dict[int, np.ndarray] = {}
+        images = self.images_of(it)
+        base = 0
+        for iid in images:
+            img = data.images[iid]
+            pool5, fc7 = self.feats.grids(iid, img.boxes, cache_key=("ann", iid))
+            geom = object_geometry(xyxy_to_xywh(img.boxes), img.categories, img.width, img.height, g.num_cxt)
+            tables.append(object_table(pool5, fc7, geom))
+            offsets.append(base)
+            rng = np.random.default_rng([self.cfg.seed, 11, it, iid])
+            image_refs = [r for r in img.ref_ids if split_matches(data.refs[r]["split"], g.train_split)]
+            for rid in image_refs:
+                ref = data.refs[rid]
+                a = ref["ann_index"]
+                sids = list(ref["sent_ids"])
+                if len(sids) < g.seq_per_ref:
+                    sids += [sids[int(rng.integers(len(sids)))] for _ in range(g.seq_per_ref - len(sids))]
+                else:
+                    sids = [sids[int(i)] for i in rng.permutation(len(sids))[:g.seq_per_ref]]
+                cat = img.categories[a]
+                same_obj = [j for j in range(len(img.ann_ids)) if j != a and img.categories[j] == cat]
+                diff_obj = [j for j in range(len(img.ann_ids)) if img.categories[j] != cat]
+                same_ref = [r for r in img.ref_ids if r != rid and data.refs[r]["category_id"] == cat]
+                diff_ref = [r for r in img.ref_ids if r != rid and data.refs[r]["category_id"] != cat]
+                for sid in sids:
+                    nj = self._pick(rng, same_obj, diff_obj)
+                    nr = self._pick(rng, same_ref, diff_ref)
+                    if nj is None:   # a one-object image: no visual negative in it
+                        continue
+                    if nr is None:
+                        others = [r for r in self.split_refs if r != rid]
+                        if not others:
+                            continue
+                        nr = others[int(rng.integers(len(others)))]
+                    nsids = data.refs[nr]["sent_ids"]
+                    pos_obj.append(base + a)
+                    neg_obj.append(base + nj)
+                    pos_sent.append(sid)
+                    neg_sent.append(nsids[int(rng.integers(len(nsids)))])
+                    pos_ann.append(img.ann_ids[a])
+                    neg_ann.append(img.ann_ids[nj])
+                if self.att_vocab and data.attributes.get(rid):
+                    att_rows[base + a] = self.att_vocab.labels(data.attributes[rid])
+            base += len(img.ann_ids)
+        if not pos_obj:
+            raise InputError(self.cfg.refs_path(), f"training batch {it} has no (object, sentence) pair with negatives")
+        objects = concat_tables(tables)
+        uniq = sorted(set(pos_sent) | set(neg_sent))
+        where = {s: i for i, s in enumerate(uniq)}
+        labels = pad_labels([self.vocab.encode(data.sentences[s], self.max_length) for s in uniq])
+        obj_idx = torch.as_tensor(pos_obj + neg_obj + pos_obj, dtype=torch.long)
+        sent_idx = torch.as_tensor([where[s] for s in pos_sent + pos_sent + neg_sent], dtype=torch.long)
+        n_att = self.att_vocab.num_atts if self.att_vocab else self.g.num_atts
+        att_labels = torch.zeros(len(objects), n_att)
+        att_select = torch.zeros(len(objects), dtype=torch.bool)
+        for row, lab in att_rows.items():
+            att_labels[row] = torch.from_numpy(lab)
+            att_select[row] = True
+        return TrainBatch(objects, labels, obj_idx, sent_idx, att_labels, att_select, images, pos_sent, neg_sent,
+                          pos_ann, neg_ann)
