@@ -134,9 +134,30 @@ def test_predict_cli_prints_kept_proposals_and_refuses_unknown_images(evaluated,
     assert rc == 2 and out == "" and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "image id 987654321 is not in the dataset" in err
 
-    # an image file needs the detector checkpoint
+    # a file that is no image, and an image file without a detector checkpoint configured
     rc, out, err = _cli(capsys, "predict", "-c", str(config), "--image", str(config), "--expr", "the ring", "-q")
+    assert rc == 2 and f"{config}: not an image file" in err and len(err.strip().splitlines()) == 1
+    image = next(Path(cfg.images_dir()).iterdir())
+    rc, out, err = _cli(capsys, "predict", "-c", str(config), "--image", str(image), "--expr", "the ring", "-q",
+                        "--set", "paths.detector_checkpoint=null", "--set", "paths.maskrcnn_checkpoint=null")
     assert rc == 2 and "paths.detector_checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_an_image_file_of_the_world_with_its_detector(evaluated, capsys):
+    """The world ships a detector checkpoint: an image file works with the world's config as is."""
+    from sepnms.data.refdb import load_refdb
+
+    cfg, config = evaluated
+    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    e = refdb.split("val")[0]
+    image = Path(cfg.images_dir()) / refdb.images[int(e["image_id"])]["file_name"]
+    rc, out, err = _cli(capsys, "predict", "-c", str(config), "--image", str(image), "--expr", e["sent"], "-q")
+    assert rc == 0, err
+    result = json.loads(out)
+    w, h = refdb.image_size(e["image_id"])
+    boxes = np.array([p["box"] for p in result["proposals"]]).reshape(-1, 4)
+    assert result["image_id"] is None and len(boxes) >= 1
+    assert (boxes >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
 
 
 def test_predict_an_image_file_with_the_detector(evaluated, tmp_path, capsys):
