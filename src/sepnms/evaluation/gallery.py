@@ -9,8 +9,9 @@ pager run in a few lines of inline JavaScript over the cards' data attributes:
   are lower-case in HTML, so the method name is lower-cased there).
 
 The metrics table on top gives, per split and method, the hit rate with its 95 % bootstrap
-interval over the expressions (:func:`sepnms.evaluation.stats.bootstrap_ci`) and the other
-numbers of ``metrics.json``.
+interval over the expressions (``metrics.json``'s ``hit_rate_ci``, else
+:func:`sepnms.evaluation.stats.bootstrap_ci` over the cards) and the other numbers of
+``metrics.json``.
 """
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ def metrics_rows(cards: list[Card], methods: list[str], splits: list[str],
         mine = [c for c in cards if c.split == split]
         for m in methods:
             hits = [float(c.hits[m]) for c in mine]
-            ci = bootstrap_ci(hits)
             mm = (metrics.get(m) or {}).get(split) or {}
+            ci = mm.get("hit_rate_ci") or bootstrap_ci(hits)  # evaluate's interval when it wrote one
             rows.append({"split": split, "method": m, "hits": int(sum(hits)), "n": len(hits),
                          "hit_rate": (sum(hits) / len(hits)) if hits else None, "ci": ci,
                          "proposals_per_expression": mm.get("proposals_per_expression"),
