@@ -528,13 +528,16 @@ def test_malicious_rpn_pickle_is_refused(tiny_world, prepared_copy, tmp_path, ca
 
 def test_prepare_interrupted_while_writing_is_not_taken_for_finished(tiny_world, prepared_copy, tmp_path, capsys,
                                                                      monkeypatch):
-    """Interrupted between two of its output files (a mix of new and old files), prepare leaves
-    no manifest: later stages refuse the folder, and a plain re-run of prepare completes it."""
+    """Interrupted while writing its outputs, prepare leaves every earlier file as it was (all
+    are written to temp files first); interrupted among the final renames (a mix of new and old
+    files), it leaves no manifest: later stages refuse the folder, and a plain re-run of prepare
+    completes it."""
     import sepnms.engine.prepare as prep
+    from sepnms.io import atomic
 
     work, before = prepared_copy
     fingerprint = json.loads((work / "prepare" / "manifest.json").read_text())["fingerprint"]
-    real_save = prep.save_candidates
+    real_save, real_replace = prep.save_candidates, atomic.os.replace
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -542,14 +545,27 @@ def test_prepare_interrupted_while_writing_is_not_taken_for_finished(tiny_world,
     monkeypatch.setattr(prep, "save_candidates", interrupted)
     rc, out, err = cli(capsys, "prepare", tiny_world, work, "--overwrite", "--set", "prepare.vocab_min_count=1000")
     assert rc == 130 and "interrupted" in err
+    assert snapshot(work) == before and temp_files(tmp_path) == []  # inside a writer: nothing changed
+
+    monkeypatch.setattr(prep, "save_candidates", real_save)
+    renames = []
+
+    def replace_then_stop(src, dst):
+        if renames and Path(dst).name == "candidates.h5":
+            raise KeyboardInterrupt
+        renames.append(dst)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_stop)
+    rc, out, err = cli(capsys, "prepare", tiny_world, work, "--overwrite", "--set", "prepare.vocab_min_count=1000")
+    assert rc == 130 and "interrupted" in err
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
     after = snapshot(work)
     assert "prepare/manifest.json" not in after
     assert after["prepare/vocab.json"] != before["prepare/vocab.json"]  # new, beside old candidates: a mix
     assert after["prepare/candidates.h5"] == before["prepare/candidates.h5"]
-    assert temp_files(tmp_path) == []
     rc, out, err = cli(capsys, "train", tiny_world, work)
     assert_one_clear_error(rc, out, err, "train", work / "prepare", "incomplete: `sepnms prepare` did not finish")
-    monkeypatch.setattr(prep, "save_candidates", real_save)
     rc, out, err = cli(capsys, "prepare", tiny_world, work)  # no manifest: not refused, and completes
     assert rc == 0, err
     final = snapshot(work)

@@ -96,14 +96,35 @@ def test_demo_end_to_end(tmp_path):
     for name in methods:
         assert set(metrics[name]) == {"val", "testA", "testB"}
         for split, m in metrics[name].items():
-            assert set(m) == {"hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "conf"}
+            assert set(m) == {"hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "conf",
+                              "hit_rate_ci", "top1_accuracy_ci", "ctx_recall_ci", "n_expressions"}
+            for rate in ("hit_rate", "top1_accuracy"):
+                low, high = m[f"{rate}_ci"]
+                assert low <= m[rate] <= high
             assert 0.0 <= m["hit_rate"] <= 1.0 and 0.0 <= m["top1_accuracy"] <= m["hit_rate"] + 1e-9
             assert m["proposals_per_expression"] >= 1.0
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Ablation" in report and "sepnms_clipctx_clipfuse" in report
+    assert "## Paired differences" in report and "| sepnms - refnms |" in report and "| sepnms - det |" in report
     assert (tmp_path / "demo" / "hit_rate_vs_proposals.png").is_file()
     dets = list((tmp_path / "demo" / "work" / "export").glob("matt_dets_sepnms_*.json"))
     assert len(dets) == 1
     entries = json.loads(dets[0].read_text())
     assert entries and set(entries[0]) == {"det_id", "h5_id", "ref_id", "sent_id", "image_id", "box",
                                            "category_id", "category_name", "split", "fin_score"}
+
+    # <demo>/config.yaml points at the demo's world and workdir: later commands need nothing else
+    from sepnms.config import load_config
+
+    demo = tmp_path / "demo"
+    cfg = load_config(demo / "config.yaml")
+    assert cfg.workdir == (demo / "work").resolve() and cfg.paths.refer_root == (demo / "world" / "refer").resolve()
+    assert "work/gallery/index.html" in report and (demo / "work" / "gallery" / "index.html").is_file()
+    assert len(list((demo / "work" / "gallery" / "thumbs").rglob("*.png"))) == cfg.gallery.max_thumbnails
+    moved = tmp_path / "moved"
+    shutil.move(demo, moved)  # relative paths: the folder can move
+    sid = int(entries[0]["sent_id"])
+    assert main(["show", "-c", str(moved / "config.yaml"), "--ids", str(sid), "-q"]) == 0
+    assert any((moved / "work" / "show").rglob(f"{sid}.png"))
+    assert main(["predict", "-c", str(moved / "config.yaml"), "--image", str(entries[0]["image_id"]),
+                 "--expr", "the ring", "-q"]) == 0

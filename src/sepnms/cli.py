@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sepnms.errors import SepNMSError
+from sepnms.errors import SepNMSError, StorageError
 
 log = logging.getLogger("sepnms")
 
@@ -127,6 +128,12 @@ def cmd_train(args) -> None:
     _print(summary)
 
 
+def cmd_import_weights(args) -> None:
+    from sepnms.engine.import_weights import import_weights
+
+    _print(import_weights(_cfg(args), args.source, args.format, args.name, overwrite=args.overwrite))
+
+
 def cmd_propose(args) -> None:
     from sepnms.engine.propose import merge_proposals, propose
 
@@ -186,7 +193,7 @@ def cmd_fuse(args) -> None:
 def cmd_evaluate(args) -> None:
     from sepnms.engine.evaluate import evaluate
 
-    _print(evaluate(_cfg(args), args.methods, progress=not args.quiet))
+    _print(evaluate(_cfg(args), args.methods, progress=not args.quiet, dets=args.dets))
 
 
 def cmd_export(args) -> None:
@@ -197,14 +204,18 @@ def cmd_export(args) -> None:
 
 def cmd_downstream(args) -> None:
     from sepnms.data.refdb import load_refdb
-    from sepnms.evaluation.downstream import downstream_accuracy, load_predictions
+    from sepnms.evaluation.downstream import check_prediction_ids, downstream_accuracy, load_predictions
 
     cfg = _cfg(args)
-    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
+    refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
+    refdb = load_refdb(refdb_path)
+    refdb.check_splits([args.split], refdb_path)
     exprs = refdb.split(args.split)
     gt = {int(e["sent_id"]): [e["gt_box"][0], e["gt_box"][1], e["gt_box"][2] - e["gt_box"][0], e["gt_box"][3] - e["gt_box"][1]]
           for e in exprs}
-    acc = downstream_accuracy(load_predictions(args.predictions), gt, len(exprs))
+    preds = load_predictions(args.predictions)
+    check_prediction_ids(preds, gt, args.predictions, args.split)
+    acc = downstream_accuracy(preds, gt, len(exprs))
     _print({"split": args.split, "expressions": len(exprs), "accuracy": acc})
 
 
@@ -237,7 +248,7 @@ def cmd_predict(args) -> None:
     pred = Predictor.from_config(_cfg(args), args.model, args.rule)
     proposals = pred.predict(args.image, args.expr)
     shown = proposals if args.all else [p for p in proposals if p.kept]
-    result = {"image_id": pred.image_id(args.image), "expression": args.expr, "model": pred.name, "rule": pred.rule,
+    result = {"image": args.image, "image_id": pred.image_id(args.image), "expression": args.expr, "model": pred.name, "rule": pred.rule,
               "conf": pred.conf, "proposals": [p.to_dict() for p in shown]}
     if args.figure:
         result["figure"] = str(pred.figure(args.image, args.expr, Path(args.figure), proposals))
@@ -250,6 +261,26 @@ def cmd_show(args) -> None:
     cfg = _cfg(args)
     paths = show(cfg, args.methods, args.split, args.n, args.select, args.ids, progress=not args.quiet)
     _print({"figures": len(paths), "folder": str(paths[0].parent) if paths else None})
+
+
+def cmd_gallery(args) -> None:
+    from sepnms.engine.gallery import gallery
+
+    cfg = _cfg(args)
+    limit = -1 if args.max_thumbnails is None else (None if args.max_thumbnails < 0 else args.max_thumbnails)
+    _print({"gallery": str(gallery(cfg, args.methods, args.splits, limit, progress=not args.quiet))})
+
+
+def cmd_ground(args) -> None:
+    from sepnms.engine.ground import evaluate_grounding, train_grounding
+
+    cfg = _cfg(args)
+    if args.action == "train":
+        summary = train_grounding(cfg, resume=not args.no_resume, progress=not args.quiet)
+        summary.pop("history", None)
+        _print(summary)
+    else:
+        _print(evaluate_grounding(cfg, args.methods, args.splits, args.dets, args.checkpoint, progress=not args.quiet))
 
 
 def cmd_config(args) -> None:
@@ -296,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None, help="default: train.model")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
 
+    p = add("import-weights", cmd_import_weights, "the authors' released Ref-NMS / Sep-NMS state dict -> "
+                                                  "<workdir>/models/<name>/best.pt (what propose reads)")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the released .pth file")
+    p.add_argument("--format", required=True, choices=["sepnms-release", "refnms-release"])
+    p.add_argument("--name", default=None, help="model name (default: sepnms / refnms, the name propose reads)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing best.pt")
+
     p = add("propose", cmd_propose, "score every candidate of every expression with all branches")
     p.add_argument("--model", choices=["sepnms", "refnms"], default=None)
     p.add_argument("--splits", nargs="+", default=None, help="default: evaluate.splits")
@@ -324,11 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", cmd_evaluate, "hit rate / context recall / top-1 at matched proposals; sweeps and plots")
     p.add_argument("--methods", nargs="+", default=None, help="fused method names (default: all in <workdir>/fused)")
+    p.add_argument("--dets", action="append", default=None, metavar="FILE",
+                   help="also evaluate a MAttNet-style detection JSON (released, Ref-NMS exporter output or our "
+                        "export), reported under its file stem; repeatable")
 
     p = add("export", cmd_export, "write the MAttNet-style detection JSON of a method")
     p.add_argument("--method", required=True)
     p.add_argument("--splits", nargs="+", default=None)
-    p.add_argument("--top-n", type=int, default=None)
+    p.add_argument("--top-n", type=int, default=None,
+                   help="0: conf-selected at evaluate's conf (file ..._0.json; MAttNet --top-N 0); N: the N best per "
+                        "expression (..._N.json); default evaluate.top_n_export")
     p.add_argument("--tag", default="sepnms")
 
     p = add("downstream", cmd_downstream, "accuracy of a second stage's predictions (MAttNet convention)")
@@ -340,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = add("predict", cmd_predict, "proposals of a trained model for one image and one expression (JSON)")
-    p.add_argument("--image", required=True, metavar="ID_OR_PATH", help="an image id of the dataset")
+    p.add_argument("--image", required=True, metavar="ID_OR_PATH", help="an image id of the dataset, or an image file (then the detector of "
+                   "paths.detector_checkpoint proposes the candidates)")
     p.add_argument("--expr", required=True, metavar="TEXT", help="the referring expression")
     p.add_argument("--model", choices=["sepnms", "refnms", "sepnms_clipctx"], default="sepnms")
     p.add_argument("--rule", choices=["det", "refnms", "sep", "sep+clip"], default=None,
@@ -356,6 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hits/misses: of the last method; disagree: the methods' hit/miss differ (default show.select)")
     p.add_argument("--ids", type=int, nargs="+", default=None, metavar="SENT_ID", help="these expressions only")
 
+    p = add("gallery", cmd_gallery, "a static HTML page over an evaluation: cards, filters, metrics "
+                                     "(<workdir>/gallery/index.html)")
+    p.add_argument("--methods", nargs="+", default=None, help="default: gallery.methods or show.methods that exist")
+    p.add_argument("--splits", nargs="+", default=None, help="default: gallery.splits or evaluate.splits")
+    p.add_argument("--max-thumbnails", type=int, default=None, metavar="N",
+                   help="draw at most N thumbnails (-1: all; default gallery.max_thumbnails)")
+
+    p = add("ground", cmd_ground, "the second stage (MAttNet): train it, or score candidate sets -> REC accuracy")
+    p.add_argument("action", choices=["train", "eval"])
+    p.add_argument("--no-resume", action="store_true", help="train: start from scratch even if last.pt exists")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="eval: gt, mattnet_dets and/or fused method names (default: gt, mattnet_dets, all fused)")
+    p.add_argument("--dets", nargs="+", default=None, metavar="FILE",
+                   help="eval: MAttNet-style detection files, each a method named after its file stem")
+    p.add_argument("--splits", nargs="+", default=None, help="eval: default evaluate.splits")
+    p.add_argument("--checkpoint", default="best", help="eval: best, last or a checkpoint path")
+
     add("config", cmd_config, "print the resolved config")
     return parser
 
@@ -369,12 +430,37 @@ def main(argv: Optional[list[str]] = None) -> int:
     for noisy in ("transformers", "h5py", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        args.func(args)
+        try:
+            args.func(args)
+            sys.stdout.flush()
+        except OSError as exc:  # disk full, read-only or forbidden work directory: one line, like bad input
+            storage = None if isinstance(exc, BrokenPipeError) else StorageError.from_os_error(exc)
+            if storage is None:
+                raise
+            raise storage from exc
+        except MemoryError:
+            raise SepNMSError("out of memory (an input larger than expected, or too large a batch: lower "
+                              "train.batch_size / text.batch_size, or use a machine with more memory)") from None
+        except RuntimeError as exc:
+            text = str(exc)
+            if "out of memory" in text.lower():  # torch.OutOfMemoryError (CUDA) and allocator failures
+                raise SepNMSError(f"out of memory on {getattr(args, 'device', None) or 'the device'}: "
+                                  f"{text.splitlines()[0][:160]} (lower the batch size)") from None
+            if "file write failed" in text or "No space left" in text:  # torch.save on a full disk
+                raise SepNMSError(f"write failed ({text.splitlines()[0][:160]}): is the disk full?") from None
+            raise
     except SepNMSError as exc:
         if args.verbose:
             raise
         print(f"sepnms {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`sepnms config | head`): not an error of ours; send what is left
+        # of stdout to /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0  # the reader had what it wanted
     except KeyboardInterrupt:
         print(f"sepnms {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -61,14 +61,18 @@ class PathsConfig(_Section):
 
 
 class PrepareConfig(_Section):
-    class_prob_threshold: float = 0.05
-    threshold_step: float = 0.005
-    min_candidates_train: int = 32
-    min_candidates_test: int = 1
-    vocab_min_count: int = 2
+    class_prob_threshold: float = Field(0.05, ge=0, lt=1)
+    threshold_step: float = Field(0.005, gt=0)
+    min_candidates_train: int = Field(32, ge=1)
+    min_candidates_test: int = Field(1, ge=1)
+    vocab_min_count: int = Field(2, ge=1)
+    vocab_splits: Literal["all", "train"] = "all"
+    """Whose tokens make the GloVe vocabulary (count >= ``vocab_min_count``, in GloVe): ``all`` =
+    every split's expressions, Ref-NMS's rule and the released models' (GloVe is frozen, so nothing
+    is trained on test data); ``train`` = ``train.train_split`` only."""
     spacy_model: str = "en_core_web_sm"
     noun_pos: list[str] = Field(default_factory=lambda: ["NOUN", "NUM", "PRON", "PROPN"])
-    glove_sim_threshold: float = 0.4
+    glove_sim_threshold: float = Field(0.4, ge=-1, le=1)
     referent_iou: float = 0.9
 
 
@@ -94,9 +98,9 @@ class ModelConfig(_Section):
 
 
 class TextConfig(_Section):
-    max_length: int = 10
+    max_length: int = Field(10, ge=1)
     pooling: Literal["mean_all", "masked_mean"] = "mean_all"
-    batch_size: int = 64
+    batch_size: int = Field(64, ge=1)
     build_tiny_encoder: bool = False
     """Demo only: build a small random BERT-family encoder in the workdir when no
     ``paths.text_encoder`` is given (no pretrained BERT can be downloaded here)."""
@@ -108,45 +112,50 @@ class TextConfig(_Section):
 class TrainConfig(_Section):
     model: Literal["sepnms", "refnms"] = "sepnms"
     ctx_source: Literal["glove", "clip"] = "glove"
-    rois_per_expression: int = 32
-    max_referent: int = 4
-    max_positive: int = 21
-    pos_iou: float = 0.5
-    max_tokens: int = 10
-    batch_size: int = 32
-    epochs: int = 5
-    max_steps: Optional[int] = None
-    lr_head: float = 2e-4
-    lr_new: float = 5e-4
-    lr_gru: float = 5e-4
-    weight_decay: float = 1e-3
-    plateau_factor: float = 0.5
-    plateau_patience: int = 1
-    min_lr_ratio: float = 0.01
-    eval_every: int = 1000
-    checkpoint_every: int = 200
-    num_workers: int = 0
+    rois_per_expression: int = Field(32, ge=1)
+    max_referent: int = Field(4, ge=1)
+    max_positive: int = Field(21, ge=1)
+    pos_iou: float = Field(0.5, gt=0, le=1)
+    max_tokens: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(5, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1)
+    lr_head: float = Field(2e-4, gt=0)
+    lr_new: float = Field(5e-4, gt=0)
+    lr_gru: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(1, ge=0)
+    min_lr_ratio: float = Field(0.01, gt=0, le=1)
+    eval_every: int = Field(1000, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
+    num_workers: int = Field(0, ge=0)
     train_split: str = "train"
     val_split: str = "val"
-    val_max_expressions: Optional[int] = None
+    val_max_expressions: Optional[int] = Field(None, ge=1)
     amp: bool = False
 
 
 class FusionConfig(_Section):
     rule: Literal["det", "refnms", "sep", "sep+clip"] = "sep"
-    k: float = 2.0
-    ref_cut: float = 0.03
-    nms_iou: float = 0.3
+    k: float = Field(2.0, ge=0)
+    ref_cut: float = Field(0.03, ge=0, le=1)
+    nms_iou: float = Field(0.3, gt=0, le=1)
 
 
 class EvaluateConfig(_Section):
     splits: list[str] = Field(default_factory=lambda: ["val", "testA", "testB"])
-    target_proposals: float = 9.0
+    target_proposals: float = Field(9.0, gt=0)
     """The conf of every method is chosen so that about this many proposals per expression
     remain (the paper keeps about 8-10)."""
-    conf_grid_size: int = 200
-    hit_iou: float = 0.5
-    top_n_export: int = 10
+    conf_grid_size: int = Field(200, ge=2)
+    hit_iou: float = Field(0.5, gt=0, le=1)
+    bootstrap_samples: int = Field(2000, ge=100)
+    """Resamples of the 95 % bootstrap interval given beside every rate."""
+    bootstrap_seed: int = 0
+    top_n_export: int = Field(0, ge=0)
+    """``export``: 0 = conf-selected at the conf chosen above (file ``..._0.json``, Ref-NMS's naming;
+    give MAttNet ``--top-N 0``); N > 0 = the N best proposals per expression (``..._N.json``)."""
     ctx_source: str = "train"
     """Which ctxdb (``prepare/ctxdb_<source>.json``) gives the context boxes of the context
     recall: ``train`` (= train.ctx_source), ``glove``, ``clip``, or another written one (the demo
@@ -203,11 +212,11 @@ class ClipConfig(_Section):
     gamma1: float = 4.0
     gamma2: float = 5.0
     gamma3: float = 10.0
-    batch_size: int = 48
-    epochs: int = 150
-    lr: float = 2e-4
-    lr_decay: float = 0.98
-    lr_min: float = 2e-5
+    batch_size: int = Field(48, ge=1)
+    epochs: int = Field(150, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    lr_decay: float = Field(0.98, gt=0, le=1)
+    lr_min: float = Field(2e-5, ge=0)
     betas: tuple[float, float] = (0.5, 0.999)
     resize: int = 355
     crop: int = 299
@@ -454,7 +463,7 @@ def _suggest(key: str) -> str:
 
 def _origin(loc: str, overrides: list[str]) -> str:
     """`` (from --set KEY=VALUE)`` when the offending key came from an override, else ``''``."""
-    for item in overrides:
+    for item in reversed(overrides):  # the last override of a key is the one in force
         key = item.split("=", 1)[0].strip()
         if loc and (key == loc or key.startswith(loc + ".")):
             return f" (from --set {item})"

@@ -29,3 +29,38 @@ class UnsafePickleError(InputError):
 
 class OutputExistsError(SepNMSError):
     """An output exists from a different configuration; refuse unless told to overwrite."""
+
+
+class StorageError(SepNMSError):
+    """The file system refused a write or read: disk full, read-only, permission denied.
+
+    One line naming the file and the cause (``errno`` name), e.g.
+    ``<work>/prepare/refdb.json: no space left on device (ENOSPC)``.
+    """
+
+    #: errno -> what the user reads
+    CAUSES = {28: "no space left on device", 30: "read-only file system", 13: "permission denied",
+              1: "operation not permitted", 122: "disk quota exceeded", 27: "file too large"}
+
+    def __init__(self, path: Optional[Path | str], cause: str):
+        self.path = Path(path) if path is not None else None
+        where = f"{self.path}: " if self.path is not None else ""
+        super().__init__(f"{where}{cause}")
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: Optional[Path | str] = None) -> Optional["StorageError"]:
+        """The StorageError for ``exc`` if it is a storage fault (errno in :attr:`CAUSES`), else None."""
+        import errno as _errno
+
+        code = exc.errno
+        if code is None:  # h5py / torch wrap the C error in text: "errno = 28, error message = ..."
+            import re
+
+            found = re.search(r"errno\s*=\s*(\d+)", str(exc))
+            code = int(found.group(1)) if found else None
+        if code not in cls.CAUSES:
+            return None
+        name = _errno.errorcode.get(code, str(code))
+        where = path or exc.filename
+        return cls(where, f"{cls.CAUSES[code]} ({name}); free space or fix the permissions (or use "
+                          "another workdir), then re-run")

@@ -5,7 +5,8 @@ METHOD.md "CLIP-dagger").
   (``paths.captions``), images in ``paths.captions_images_dir``.  One item per image; each time an
   image is drawn, one of its captions is picked at random (as AttnGAN / GR-GAN do).
 - Images: Resize(``clip.resize``, shorter side) -> RandomCrop(``clip.crop``) -> RandomHorizontalFlip
-  -> ToTensor -> Normalize(0.5, 0.5) -> bilinear resize to ``clip.image_size``.
+  -> :func:`sepnms.clip.transform.to_dagger_input` (ToTensor -> Normalize(0.5, 0.5) -> bilinear resize
+  to ``clip.image_size``), the same transform every scoring path applies to its crops.
 - Loss: DAMSM sentence + word loss (both directions), gammas from the config.
 - Optimiser: Adam(``clip.lr``, ``clip.betas``) over the trainable parameters; the learning rate is
   multiplied by ``clip.lr_decay`` after each epoch while it is above ``clip.lr_min``.  (The released
@@ -28,16 +29,17 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from sepnms.clip.losses import damsm_loss
+from sepnms.clip.transform import to_dagger_input
 from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name, tokenize
 from sepnms.config import ClipConfig, Config
 from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
+from sepnms.io.checkpoints import torch_load_weights
 from sepnms.errors import InputError, OutputExistsError
 from sepnms.io.atomic import atomic_path, atomic_write_json
 
@@ -104,9 +106,7 @@ class CaptionImages(Dataset):
         image = image.crop((left, top, left + c.crop, top + c.crop))
         if rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        x = TF.to_tensor(image)
-        x = TF.normalize(x, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
-        return F.interpolate(x[None], size=(c.image_size, c.image_size), mode="bilinear", align_corners=False)[0]
+        return to_dagger_input(image, c.image_size)
 
     def __getitem__(self, gidx: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.items)
@@ -168,10 +168,9 @@ def batch_losses(dagger: CLIPDagger, images: torch.Tensor, tokens: torch.Tensor,
 
 def _load_last(path: Path, fingerprint: str) -> dict[str, Any]:
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(path, f"not a loadable checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-                               "delete it or pass --overwrite") from None
+        ck = torch_load_weights(path)  # one line; never advises weights_only=False
+    except InputError as exc:
+        raise InputError(path, f"{exc.problem}; delete it or pass --overwrite") from None
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
         raise InputError(path, "not a clip-finetune checkpoint; delete it or pass --overwrite")
     if ck.get("fingerprint") != fingerprint:

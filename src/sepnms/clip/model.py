@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepnms.config import ClipConfig, Config
+from sepnms.io.checkpoints import torch_load_weights
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path
 
@@ -41,9 +42,6 @@ FULL_FORMAT = "sepnms-clip-full"
 FORMAT_VERSION = 1
 #: keys of an OpenAI state dict that are not parameters of the model
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
-#: CLIP's own image normalisation (RGB)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,7 +170,9 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore", FutureWarning)
                 sd = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = torch_load_weights(path, "CLIP checkpoint")  # one line; never advises weights_only=False
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
         raise InputError(path, f"not a loadable CLIP checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
@@ -409,10 +409,7 @@ class CLIPDagger(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "CLIP-dagger weights not found (run `sepnms clip-finetune` first)")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(path, f"not a loadable file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        data = torch_load_weights(path, "CLIP-dagger weights file")  # one line; never advises weights_only=False
         if not isinstance(data, dict) or data.get("format") != fmt:
             raise InputError(path, f"not a {fmt} file")
         mine, theirs = _json_safe(self.info), data.get("info", {})
@@ -502,9 +499,3 @@ def load_dagger(cfg: Config, heads_path: Optional[str | Path] = None, device: Op
         dagger.load_full(heads_path.parent / record["full_state"])
     return dagger.to(device or cfg.device).eval()
 
-
-def clip_normalise(x: torch.Tensor) -> torch.Tensor:
-    """[..., 3, H, W] in [0, 1] -> CLIP-normalised (RGB mean/std)."""
-    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x - mean) / std

@@ -9,7 +9,7 @@ Stored as ``<workdir>/prepare/refdb.json``::
 """
 from __future__ import annotations
 
-import json
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +20,7 @@ from sepnms.config import Config
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.refer import Refer, split_matches
+from sepnms.io.schemas import Refdb, load_json, validate
 
 FORMAT = "sepnms-refdb"
 VERSION = 1
@@ -56,6 +57,16 @@ class RefDB:
     def image_size(self, image_id: int) -> tuple[int, int]:
         img = self.images[int(image_id)]
         return int(img["width"]), int(img["height"])
+
+    def check_splits(self, splits, source: Optional[Path | str] = None, what: str = "split") -> None:
+        """InputError unless every split of ``splits`` names at least one expression (a typo such
+        as ``tset`` would otherwise give an empty output and exit 0)."""
+        have = sorted({str(e["split"]) for e in self.expressions})
+        for split in splits:
+            if not self.split(split):
+                hint = difflib.get_close_matches(str(split), have + ["testA", "testB", "test"], n=1, cutoff=0.6)
+                raise InputError(source, f"{what} {split!r} has no expression in this refdb (its splits: "
+                                         f"{', '.join(have)}){f'; did you mean {hint[0]!r}?' if hint else ''}")
 
 
 def load_refer(cfg: Config) -> Refer:
@@ -110,10 +121,8 @@ def load_refdb(path: Path) -> RefDB:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "not found: run `sepnms prepare` first")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    data = load_json(path, FORMAT)
     if data.get("format") != FORMAT or data.get("version") != VERSION:
         raise InputError(path, f"not a {FORMAT} v{VERSION} file")
+    validate(Refdb, data, path)  # every field's type, with the path of the bad one
     return RefDB(data["dataset"], {int(k): v for k, v in data["images"].items()}, data["expressions"])

@@ -5,6 +5,8 @@ import the training loop.  Where a checkpoint lives is :func:`sepnms.workdir.mod
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,10 +24,25 @@ from sepnms.workdir import model_dir, run_name
 CKPT_FORMAT = "sepnms-checkpoint"
 
 
+def vocab_fingerprint(cfg: Config) -> Optional[dict[str, Any]]:
+    """What the word embedding rows of a model mean: the sha256 and size of the workdir's
+    ``prepare/vocab.json`` (None before prepare).  A model trained on another dataset or prepare
+    run indexes other words; with equal vocabulary sizes it would load and score silently wrong."""
+    path = Path(cfg.workdir) / "prepare" / "vocab.json"
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    try:
+        size = len(json.loads(data).get("words", []))
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        size = None
+    return {"sha256": hashlib.sha256(data).hexdigest(), "words": size}
+
+
 def checkpoint_meta(cfg: Config, model_type: str) -> dict[str, Any]:
     return {"format": CKPT_FORMAT, "version": 1, "sepnms_version": __version__, "preset": cfg.preset,
             "model_type": model_type, "model_config": cfg.model.model_dump(mode="json"),
-            "config": cfg.model_dump(mode="json")}
+            "config": cfg.model_dump(mode="json"), "vocab": vocab_fingerprint(cfg)}
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -58,4 +75,10 @@ def load_checkpoint(path: Path, cfg: Optional[Config] = None, model_type: Option
         diff = [k for k, v in cfg.model.model_dump(mode="json").items() if ckpt["model_config"].get(k) != v]
         raise InputError(path, f"checkpoint was trained with another model config (preset {ckpt['preset']!r}; "
                                f"differs in {diff[:5]})")
+    theirs = ckpt.get("vocab")
+    mine = vocab_fingerprint(cfg) if cfg is not None else None
+    if theirs and mine and theirs.get("sha256") != mine["sha256"]:
+        raise InputError(path, f"checkpoint was trained on another vocabulary ({theirs.get('words')} words) than "
+                               f"{Path(cfg.workdir) / 'prepare' / 'vocab.json'} ({mine['words']} words): a model of "
+                               "another dataset or prepare run; train it on this workdir")
     return ckpt

@@ -13,7 +13,8 @@ from sepnms.data.candidates import Candidates, clean_boxes, initial_filter, save
 from sepnms.data.ctxdb import ctxdb_path, glove_ctxdb, save_ctxdb
 from sepnms.data.refdb import build_refdb, load_refer, save_refdb
 from sepnms.errors import InputError
-from sepnms.io.atomic import atomic_write_json
+from sepnms.io.atomic import atomic_write_json, transaction
+from sepnms.io.fs import ensure_free
 from sepnms.io.glove import load_glove
 from sepnms.io.head_feats import check_head_layout, head_path, read_head
 from sepnms.io.mattnet_data import image_sizes, load_data_json
@@ -24,6 +25,9 @@ from sepnms.text.vocab import build_vocab, save_vocab
 from sepnms.workdir import check_stage, write_manifest
 
 log = logging.getLogger(__name__)
+
+#: the detector's object classes (MAttNet's Mask R-CNN: COCO's 80; class 0 is background)
+NUM_COCO_CLASSES = 80
 
 
 def load_detections(cfg: Config, image_ids: list[int]) -> RpnDetections:
@@ -61,9 +65,14 @@ def build_pools(cfg: Config, refer: Refer, image_split: dict[int, str], progress
         valid = clean_boxes(boxes.reshape(-1, 4), w, h).reshape(boxes.shape[:2])
         dropped += int((~valid[:, 1:] & (scores[:, 1:] > p.class_prob_threshold)).sum())
         scores[~valid] = 0.0
-        min_count = p.min_candidates_train if image_split[iid] == "train" else p.min_candidates_test
+        split = image_split[iid]
+        # validation images: the training minimum for the val loss, the test minimum marked within
+        # (the released code builds its validation set like its training set)
+        val = split == cfg.train.val_split
+        min_count = p.min_candidates_train if split == cfg.train.train_split or val else p.min_candidates_test
         pools[iid] = initial_filter(boxes, scores, p.class_prob_threshold, p.threshold_step, min_count,
-                                    image_id=iid, source=rpn.boxes_path)
+                                    image_id=iid, source=rpn.boxes_path,
+                                    test_min_count=p.min_candidates_test if val else None)
         if len(pools[iid]) == 0:
             raise InputError(rpn.boxes_path, f"image_id {iid}: no candidate at any threshold (every class probability "
                                              f"in {Path(rpn.scores_path or 'the scores').name} is 0, or its box has no area inside the "
@@ -71,23 +80,40 @@ def build_pools(cfg: Config, refer: Refer, image_split: dict[int, str], progress
     return pools, {"invalid_boxes_dropped": dropped}
 
 
-def check_head_feats(cfg: Config, image_ids: list[int]) -> None:
+def check_head_feats(cfg: Config, image_ids: list[int], sizes: dict[int, tuple[int, int]] | None = None) -> None:
     """Every image has a head-feature file that opens as HDF5 with the expected layout and
-    channel count (metadata only: cheap); the first one is read whole (finite values)."""
+    channel count, and (with ``sizes``: image id -> (W, H)) a map and ``im_info`` that fit the
+    image at ``model.feat_stride`` (metadata and im_info only: cheap); the first one is read
+    whole (finite values)."""
     folder = cfg.need_path("head_feats_dir")
     missing = [iid for iid in image_ids if not head_path(folder, iid).is_file()]
     if missing:
         raise InputError(head_path(folder, missing[0]),
                          f"head features missing for {len(missing)} of {len(image_ids)} images (first: image_id {missing[0]})")
     for iid in image_ids:
-        check_head_layout(folder, iid, expect_channels=cfg.model.feat_channels)
+        check_head_layout(folder, iid, expect_channels=cfg.model.feat_channels,
+                          image_size=sizes.get(iid) if sizes else None, stride=cfg.model.feat_stride)
     read_head(folder, image_ids[0], expect_channels=cfg.model.feat_channels)
+
+
+def vocab_token_lists(cfg: Config, refdb) -> list[list[str]]:
+    """The token lists the vocabulary is counted on (``prepare.vocab_splits``): every expression
+    (``all``, Ref-NMS's rule) or those of ``train.train_split`` (``train``)."""
+    if cfg.prepare.vocab_splits == "all":
+        return [e["tokens"] for e in refdb.expressions]
+    train_tokens = [e["tokens"] for e in refdb.split(cfg.train.train_split)]
+    if not train_tokens:
+        raise InputError(cfg.refs_path(), f"no expression in split {cfg.train.train_split!r}")
+    return train_tokens
 
 
 def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the prepare stage.  Returns (and writes to ``prepare/summary.json``) the counts."""
     out = check_stage(cfg, "prepare", overwrite=overwrite)
     refer = load_refer(cfg)
+    if len(refer.cat_name) != NUM_COCO_CLASSES:  # the detector's classes 1..80 map onto them (export needs it)
+        raise InputError(cfg.instances_path(), f"{len(refer.cat_name)} categories; the detector's "
+                                               f"{NUM_COCO_CLASSES} classes need all {NUM_COCO_CLASSES} COCO categories")
     sizes = image_sizes(load_data_json(cfg.paths.data_json)) if cfg.paths.data_json else None
     if sizes is not None:
         absent = [iid for iid in refer.refs_by_image if iid not in sizes]
@@ -97,7 +123,7 @@ def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict
     image_split = {iid: img["split"] for iid, img in refdb.images.items()}
     rpn = load_detections(cfg, sorted(image_split))  # fail fast, before spaCy and GloVe
     if cfg.features.source == "h5":
-        check_head_feats(cfg, sorted(image_split))
+        check_head_feats(cfg, sorted(image_split), {iid: (img["width"], img["height"]) for iid, img in refdb.images.items()})
     else:  # C4 maps computed from the images by the detector trunk
         from sepnms.engine.image_features import check_image_inputs
 
@@ -117,22 +143,15 @@ def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict
     if dim != cfg.model.word_dim:
         raise InputError(cfg.paths.glove, f"vectors are {dim}-d but model.word_dim is {cfg.model.word_dim}")
 
-    train_tokens = [e["tokens"] for e in refdb.split(cfg.train.train_split)]
-    if not train_tokens:
-        raise InputError(cfg.refs_path(), f"no expression in split {cfg.train.train_split!r}")
-    vocab, matrix = build_vocab(train_tokens, glove, cfg.prepare.vocab_min_count)
+    vocab, matrix = build_vocab(vocab_token_lists(cfg, refdb), glove, cfg.prepare.vocab_min_count)
     pools, pool_stats = build_pools(cfg, refer, image_split, progress, rpn, sizes)
     ctxdb = glove_ctxdb(refer, nouns_by_sent, glove, cfg.prepare.glove_sim_threshold, cfg.prepare.referent_iou)
 
-    # Everything is computed; now write.  The manifest goes first and comes back last, so a run
-    # killed while writing leaves a folder without manifest (incomplete), never one whose
-    # manifest vouches for a mix of old and new files.
-    (out / "manifest.json").unlink(missing_ok=True)
-    save_vocab(out, vocab, matrix)
-    save_refdb(out / "refdb.json", refdb)
-    save_candidates(out / "candidates.h5", pools)
-    save_ctxdb(ctxdb_path(cfg.workdir, "glove"), ctxdb)
-
+    # Everything is computed; now write, all or nothing: every file goes to a temp file first
+    # (a full disk or a read-only folder fails here, leaving the earlier outputs as they were),
+    # then the manifest is removed and the temp files are renamed into place; the manifest comes
+    # back last, so a run killed among the renames leaves a folder without manifest (incomplete),
+    # never one whose manifest vouches for a mix of old and new files.
     n_cand = np.array([len(c) for c in pools.values()])
     n_ctx = np.array([len(e["ctx_ann_ids"]) for e in ctxdb.entries.values()])
     unknown = sum(1 for e in refdb.expressions if not any(t in vocab.index for t in e["tokens"]))
@@ -148,6 +167,14 @@ def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict
         "expressions_without_known_tokens": unknown,
         **pool_stats,
     }
-    atomic_write_json(out / "summary.json", summary, indent=2)
+    size = matrix.nbytes + sum(c.box.nbytes + c.cls_idx.nbytes + c.det_score.nbytes for c in pools.values())
+    ensure_free(out / "candidates.h5", size + 400 * len(refdb.expressions), "prepare outputs")
+    with transaction():
+        save_vocab(out, vocab, matrix)
+        save_refdb(out / "refdb.json", refdb)
+        save_candidates(out / "candidates.h5", pools)
+        save_ctxdb(ctxdb_path(cfg.workdir, "glove"), ctxdb)
+        atomic_write_json(out / "summary.json", summary, indent=2)
+        (out / "manifest.json").unlink(missing_ok=True)
     write_manifest(cfg, "prepare", out)
     return summary

@@ -301,6 +301,7 @@ def propose(cfg: Config, model_type: Optional[str] = None, splits: Optional[list
     cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})  # cuda -> cuda:<LOCAL_RANK>
     name, attrs, fingerprint = _outputs(cfg, model_type)
     ws = Workspace.open(cfg, need_text=(model_type == "sepnms"))
+    ws.refdb.check_splits(splits or cfg.evaluate.splits, Path(cfg.workdir) / "prepare" / "refdb.json")
     model = load_trained(cfg, ws, model_type)
     heads = HeadCache.for_config(cfg, ws.refdb, size=2)
     fn = per_expression_scores if reference else score_image

@@ -24,6 +24,7 @@ from sepnms.evaluation.figures import Panel, draw_expression
 from sepnms.evaluation.metrics import box_iou, select_by_conf
 from sepnms.io.proposals import ExpressionCandidates, read_proposals
 from sepnms.io.refer import split_matches
+from sepnms.rules import is_hit
 from sepnms.workdir import safe_name
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class Evaluation:
         self.refdb = refdb or load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
         self.categories = categories if categories is not None else category_names(cfg)
         self.ctxdb = ctxdb if ctxdb is not None else _ctxdb(cfg)
-        metrics = _metrics(cfg)
+        metrics = load_metrics(cfg)
         self.confs: dict[str, float] = {}
         self.tables: dict[str, dict[int, ExpressionCandidates]] = {}
         for m in self.methods:
@@ -71,7 +72,7 @@ class Evaluation:
         for m in self.methods:
             row = self.tables[m][int(e["sent_id"])]
             kept = select_by_conf(row.scores["score"], self.confs[m])
-            hit = bool(len(kept)) and bool((box_iou(row.box[kept], gt)[:, 0] > self.cfg.evaluate.hit_iou).any())
+            hit = bool(len(kept)) and bool(is_hit(box_iou(row.box[kept], gt)[:, 0], self.cfg.evaluate.hit_iou).any())
             out[m] = Outcome(kept, hit)
         return out
 
@@ -99,7 +100,7 @@ def metrics_path(cfg: Config) -> Path:
     return Path(cfg.workdir) / "eval" / "metrics.json"
 
 
-def _metrics(cfg: Config) -> dict[str, Any]:
+def load_metrics(cfg: Config) -> dict[str, Any]:
     path = metrics_path(cfg)
     if not path.is_file():
         raise InputError(path, "not found: run `sepnms evaluate` first (the figures keep what it counts)")

@@ -25,7 +25,8 @@ from sepnms.engine.distributed import (all_reduce_sum, barrier, broadcast_buffer
                                        resolve_device)
 from sepnms.engine.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from sepnms.engine.inputs import TrainingSet, Workspace, collate
-from sepnms.errors import InputError
+from sepnms.engine.train_guard import FreshRun, check_resume_settings, run_lock
+from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_write_json
 from sepnms.models.sepnms_model import SepNMSModel, build_model
 from sepnms.workdir import model_dir, run_name
@@ -136,7 +137,10 @@ def train(cfg: Config, model_type: Optional[str] = None, resume: bool = True, pr
     started with.
     """
     with process_group(cfg.device):
-        return _train(cfg, model_type, resume, progress, stop_after_steps)
+        rank, _ = rank_world()
+        folder = model_dir(cfg, run_name(cfg, model_type or cfg.train.model))
+        with run_lock(folder, enabled=rank == 0):  # one `sepnms train` per run folder
+            return _train(cfg, model_type, resume, progress, stop_after_steps)
 
 
 def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
@@ -151,6 +155,8 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
     torch.manual_seed(cfg.seed)
 
     ws = Workspace.open(cfg, need_text=(model_type == "sepnms"), need_ctx=True)
+    ws.refdb.check_splits([t.train_split, t.val_split], Path(cfg.workdir) / "prepare" / "refdb.json",
+                          "train.train_split / train.val_split")
     model = build_model(cfg.model, torch.from_numpy(ws.word_vectors), model_type, cfg.paths.maskrcnn_checkpoint).to(device)
     groups = model.param_groups(t.lr_head, t.lr_new, t.lr_gru, t.weight_decay)
     optimizer = torch.optim.Adam(groups)
@@ -164,6 +170,7 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
     last = out / "last.pt"
     if resume and last.is_file():
         ckpt = load_checkpoint(last, cfg, model_type)
+        check_resume_settings(ckpt, cfg, last)
         if ckpt["state"].get("world_size", 1) != world:
             raise InputError(last, f"this run was started with {ckpt['state'].get('world_size', 1)} process(es), now "
                                    f"{world}: resume it with the same number (the epoch position is per rank), "
@@ -174,10 +181,9 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
         state = ckpt["state"]
         _set_rng_state(ckpt["rng"])
         log.info("resumed %s at step %d", last, state["step"])
-    elif not resume and rank == 0:
-        for stale in (last, out / "best.pt"):
-            stale.unlink(missing_ok=True)
-    barrier()  # no rank reads or writes checkpoints before rank 0 has removed stale ones
+    # --no-resume: the previous run's checkpoints stay until this run has saved one of its own
+    fresh = FreshRun(out, fresh=not resume and rank == 0)
+    barrier()
 
     use_text = model.ref_relatedness is not None
     step_module: torch.nn.Module = RoIForward(model)
@@ -214,11 +220,19 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
         save_checkpoint(path, {**checkpoint_meta(cfg, model_type), "model": model.state_dict(),
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "state": state, "rng": _rng_state()})
+        fresh.saved(path)
+
+    def check_finite(value: float, what: str) -> None:
+        if not math.isfinite(value):
+            raise ConfigError(f"training diverged at step {state['step']}: the {what} is {value} (learning rates "
+                              f"train.lr_head={t.lr_head}, lr_new={t.lr_new}, lr_gru={t.lr_gru} too high?); nothing "
+                              f"of this state was saved, {out} keeps the last finite checkpoints")
 
     def evaluate_and_step() -> None:
         broadcast_buffers(model)  # rank 0's BatchNorm statistics everywhere: one model is validated
         total, count = all_reduce_sum(validation_sums(RoIForward(model), val_loader, device, use_text))
         vloss = total / max(count, 1)
+        check_finite(vloss, "validation loss")
         scheduler.step(vloss)
         state["history"].append({"step": state["step"], "val_loss": vloss,
                                  "lr": [g["lr"] for g in optimizer.param_groups]})
@@ -254,6 +268,7 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
             state["batch"] = 0
         steps_this_call += 1
         loss_value = float(loss.detach())  # one device sync per step
+        check_finite(loss_value, "training loss")
         if writer:
             writer.add_scalar("train/loss", loss_value, state["step"])
         bar.update(1)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sepnms.errors import InputError
+from sepnms.rules import is_top1_correct
 
 BOX_KEYS = ("box", "pred_box")
 
@@ -91,6 +92,16 @@ def load_predictions(path: str | Path) -> dict[int, list[float]]:
     return preds
 
 
+def check_prediction_ids(preds: Mapping[int, Sequence[float]], gt_by_sent: Mapping[int, Any],
+                         path: str | Path, split: str) -> None:
+    """InputError when predictions name sent_ids that are not expressions of ``split`` (another
+    split's or another dataset's predictions would otherwise score as silently wrong misses)."""
+    unknown = sorted(set(preds) - set(gt_by_sent))
+    if unknown:
+        raise InputError(path, f"{len(unknown)} of {len(preds)} predictions name sent_ids that are not expressions "
+                               f"of split {split!r} (e.g. {unknown[:3]}): predictions of another split or dataset?")
+
+
 def downstream_accuracy(
     preds: Mapping[int, Sequence[float]],
     gt_by_sent: Mapping[int, Sequence[float]],
@@ -115,6 +126,6 @@ def downstream_accuracy(
     correct = 0
     for sent_id, gt in gt_by_sent.items():
         pred = preds.get(sent_id)
-        if pred is not None and compute_iou_inclusive(list(pred), list(gt)) >= iou:
+        if pred is not None and is_top1_correct(compute_iou_inclusive(list(pred), list(gt)), iou):
             correct += 1
     return correct / n_expressions

@@ -10,6 +10,7 @@ same host removes the temp files of writers that are no longer running.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import glob
 import hashlib
 import json
@@ -18,7 +19,7 @@ import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -49,12 +50,58 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     return removed
 
 
+def file_mode() -> int:
+    """The mode a new file gets under the current umask (``0o666 & ~umask``): outputs follow the
+    umask like any file the user creates (``mkstemp`` alone would make them 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: the pending renames of the innermost :func:`transaction` (None outside one)
+_PENDING: contextvars.ContextVar[Optional[list[tuple[Path, Path]]]] = contextvars.ContextVar("_PENDING", default=None)
+
+
+@contextlib.contextmanager
+def transaction() -> Iterator[None]:
+    """Write several files all or nothing: inside, :func:`atomic_path` writes and syncs its temp
+    file but defers the rename; at the end every temp file is renamed onto its target (a short
+    burst of renames, nothing is written any more).  On an exception - a full disk, a fault in a
+    writer - every temp file is removed and every target is left as it was."""
+    if _PENDING.get() is not None:  # nested: the outer transaction commits
+        yield
+        return
+    pending: list[tuple[Path, Path]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+    finally:
+        _PENDING.reset(token)
+    done = 0
+    try:
+        for tmp, path in pending:
+            os.replace(tmp, path)
+            done += 1
+    except BaseException:
+        for tmp, _ in pending[done:]:  # stopped among the renames: no temp file stays behind
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     On an exception the temp file is removed and ``path`` is left as it was.
     ``suffix`` keeps an extension some writers need (e.g. ``.h5``); default: ``path``'s.
+    The file gets the mode of a new file under the umask (:func:`file_mode`).  Inside a
+    :func:`transaction` the rename waits for the end of the transaction.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,10 +117,17 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
+        os.chmod(tmp_path, file_mode())
+        pending = _PENDING.get()
+        if pending is not None:
+            pending.append((tmp_path, path))
+        else:
+            os.replace(tmp_path, path)
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file being written
         raise
 
 

@@ -5,28 +5,24 @@ features); the other keys (refs, anns, sentences, word_to_ix) are passed through
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
+from sepnms.io.schemas import DataJson, load_json, validate
 
 
 def load_data_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    data = load_json(path, "MAttNet data.json", expect=None)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError(path, "expected an object with an 'images' list (MAttNet data.json)")
     for img in data["images"]:
         for key in ("image_id", "width", "height"):
-            if key not in img:
+            if not isinstance(img, dict) or key not in img:
                 raise InputError(path, f"an image entry lacks '{key}'")
+    validate(DataJson, data, path)  # every field's type, with the path of the bad one
     return data
 
 

@@ -13,8 +13,8 @@ parts or none, never a truncated one.  On a re-run:
 
 * parts of the same fingerprint are kept and their keys skipped (no work is redone);
 * parts of another fingerprint (other model, other config) are discarded as stale;
-* with no parts folder, a final file left by an earlier run is removed first (the stage is being
-  re-run from scratch, so the old output must not pass for the new one).
+* a final file left by an earlier run stays until the merge of the new parts replaces it
+  (atomically): a re-run that fails keeps the last complete output.
 
 Several processes may write into the same folder (``--shard i/n``, torchrun ranks), each over
 its own keys.  When every expected key is covered, :meth:`PartFiles.merge` joins the parts into
@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_path, atomic_write_json
+from sepnms.io.fs import ensure_free
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +131,36 @@ class PartFiles:
     def begin(self) -> set[int]:
         """Start (or resume) writing parts; returns the keys already done.
 
-        Stale parts (another fingerprint, or no readable meta) are discarded; with no parts
-        folder, a final file of an earlier run is removed.  Safe to call from several processes.
+        Stale parts (another fingerprint, or no readable meta) are discarded (a warning says how
+        many and why); a final file of an earlier run is kept until :meth:`merge` replaces it.
+        Safe to call from several processes.
         """
         with self.lock():
             if self.exists() and self._meta_fingerprint() != self.fingerprint:
-                log.warning("%s: discarding parts of another run (fingerprint %s, now %s)", self.folder,
-                            self._meta_fingerprint(), self.fingerprint)
+                log.warning("%s", self._stale_message())
                 self._remove_folder()
             if not self.exists():
-                self.final.unlink(missing_ok=True)
+                # a final file of an earlier run stays until the merge replaces it atomically: a
+                # re-run that fails keeps the last complete output
                 self.folder.mkdir(parents=True)
                 atomic_write_json(self.folder / META, {"fingerprint": self.fingerprint, "final": self.final.name})
             return self.done()
+
+    def _stale_message(self) -> str:
+        """What is discarded and why (for the warning of :meth:`begin`)."""
+        old = self._meta_fingerprint()
+        parts = self.paths()
+        try:
+            n_keys = len(self.done())
+        except InputError:
+            n_keys = None
+        if not parts:
+            what = "an empty parts folder (an earlier run stopped before finishing any part)"
+        else:
+            what = f"{len(parts)} part file(s)" + (f" covering {n_keys} image(s)" if n_keys is not None else "")
+        why = ("its meta.json is missing or unreadable" if old is None else
+               f"written by another model or configuration (fingerprint {old}, now {self.fingerprint})")
+        return f"{self.folder}: discarding {what}: {why}; the work is redone"
 
     def missing(self, expected: Iterable[int]) -> set[int]:
         return set(int(k) for k in expected) - self.done()
@@ -162,6 +180,7 @@ class PartFiles:
             missing = self.missing(expected)
             if missing:
                 return False
+            ensure_free(self.final, sum(p.stat().st_size for p in self.paths()), "merged file")
             with atomic_path(self.final) as tmp:
                 merger(self.paths(), tmp)
             self._remove_folder()

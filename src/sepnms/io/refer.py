@@ -8,7 +8,6 @@ split contains ``'A'``).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -16,6 +15,7 @@ from typing import Any, Iterable, Optional
 from sepnms.errors import InputError
 from sepnms.io import safe_pickle
 from sepnms.io.atomic import atomic_write_json
+from sepnms.io.schemas import REFS, Instances, load_json, validate
 
 REF_KEYS = ("ref_id", "ann_id", "category_id", "image_id", "split", "sent_ids", "sentences")
 SENT_KEYS = ("tokens", "sent", "sent_id")
@@ -49,6 +49,7 @@ def load_refs(path: str | Path) -> list[dict[str, Any]]:
             if sid in seen_sent:
                 raise InputError(path, f"duplicate sent_id {sid} (ref_id {ref['ref_id']})")
             seen_sent.add(sid)
+    validate(REFS, refs, path)  # every field's type, with the path of the bad one
     return refs
 
 
@@ -60,24 +61,38 @@ def write_refs(path: str | Path, refs: list[dict[str, Any]]) -> None:
 def load_instances(path: str | Path) -> dict[str, Any]:
     """Read and validate a COCO-style ``instances.json``."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "expected a JSON object with images, annotations, categories")
+    data = load_json(path, "COCO instances file")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise InputError(path, f"missing or malformed '{key}' list (COCO instances layout)")
     for ann in data["annotations"]:
+        if not isinstance(ann, dict):
+            break  # the schema below names it
         for key in ("id", "image_id", "category_id", "bbox"):
             if key not in ann:
                 raise InputError(path, f"annotation {ann.get('id', '?')} lacks '{key}'")
-        if len(ann["bbox"]) != 4:
+        if isinstance(ann["bbox"], (list, tuple)) and len(ann["bbox"]) != 4:
             raise InputError(path, f"annotation {ann['id']} bbox must be [x, y, w, h]")
+    validate(Instances, data, path)  # every field's type, with the path of the bad one
+    for key in ("annotations", "images", "categories"):
+        _check_unique(path, data[key], key)
+    for i, ann in enumerate(data["annotations"]):
+        w, h = ann["bbox"][2:]
+        if w < 0 or h < 0:
+            raise InputError(path, f"annotations[{i}] (id {ann['id']}): bbox {ann['bbox']} has a negative "
+                                   f"{'width' if w < 0 else 'height'} (COCO boxes are [x, y, w, h] with w, h >= 0)")
     return data
+
+
+def _check_unique(path: Path, items: list[dict[str, Any]], key: str) -> None:
+    """InputError on the first ``id`` of ``data[key]`` that appears twice (a later copy would
+    silently replace the first in every lookup)."""
+    first: dict[int, int] = {}
+    for i, item in enumerate(items):
+        j = first.setdefault(int(item["id"]), i)
+        if j != i:
+            raise InputError(path, f"duplicate {key[:-1].replace('categorie', 'category')} id {item['id']} "
+                                   f"({key}[{j}] and {key}[{i}]): a later copy would silently replace the first")
 
 
 def write_instances(path: str | Path, instances: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 
+from sepnms.io.checkpoints import torch_load_weights
 from sepnms.errors import ConfigError, InputError
 
 CHECKPOINT_PREFIX = "resnet.layer4."
@@ -92,10 +93,7 @@ def load_layer4_from_maskrcnn(head: Layer4Head, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "Mask R-CNN checkpoint not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to unpickle is a bad input file
-        raise InputError(path, f"cannot load as a torch checkpoint ({type(exc).__name__}: {exc})") from None
+    obj = torch_load_weights(path, "Mask R-CNN checkpoint")  # one line; never advises weights_only=False
     tensors = _find_layer4_tensors(obj)
     if not tensors:
         raise InputError(path, f"checkpoint holds no '{CHECKPOINT_PREFIX}*' tensors")

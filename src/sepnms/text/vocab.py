@@ -1,6 +1,7 @@
 """Word vocabulary and the frozen GloVe matrix of the Ctx-relatedness branch.
 
-Vocabulary = training tokens with count >= ``min_count`` that exist in GloVe; index 0 is
+Vocabulary = the tokens (of every split's expressions, Ref-NMS's rule, or of the training split:
+``prepare.vocab_splits``) with count >= ``min_count`` that exist in GloVe, sorted; index 0 is
 ``<unk>`` with a zero vector (unknown words and padding both map to it; padding is masked).
 """
 from __future__ import annotations

@@ -1,0 +1,15 @@
+"""Interoperability with the authors' released artefacts.
+
+:mod:`release_weights` maps the state dicts the Ref-NMS and Sep-NMS authors publish
+(``att_vanilla_*_b.pth``, ``my_sipsepqk_ad_att_vanilla_*_b.pth``) onto this project's
+:class:`~sepnms.models.sepnms_model.SepNMSModel` and back.
+"""
+from sepnms.interop.release_weights import (
+    RELEASE_FORMATS,
+    ImportReport,
+    export_release_weights,
+    import_release_weights,
+    release_key_map,
+)
+
+__all__ = ["RELEASE_FORMATS", "ImportReport", "export_release_weights", "import_release_weights", "release_key_map"]
