@@ -145,7 +145,7 @@ class FusionConfig(_Section):
     """The CLIP term of ``sep+clip``: softmax over the image's unique confident detections
     (``objects``) or over all candidate crops (``candidates``, ~1/M); docs/METHOD.md."""
     clip_scale: float = Field(10.0, gt=0)
-    clip_object_det: float = Field(0.3, ge=0, le=1)
+    clip_object_det: float = Field(0.5, ge=0, le=1)
     clip_object_nms: float = Field(0.5, gt=0, le=1)
 
 

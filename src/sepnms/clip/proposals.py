@@ -40,7 +40,7 @@ def clip_scores_for_image(dagger: CLIPDagger, image: Image.Image, boxes, sentenc
     return score_boxes(dagger, image, boxes, sentences, score_scale, image_size, bgr_parity)
 
 
-def object_clip_term(box, det_score, cos, scale: float = 10.0, min_det: float = 0.3,
+def object_clip_term(box, det_score, cos, scale: float = 10.0, min_det: float = 0.5,
                      nms_iou: float = 0.5) -> np.ndarray:
     """CLIP-dagger relatedness of M candidates on the scale of a softmax over the image's objects.
 
