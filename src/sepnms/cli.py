@@ -193,7 +193,7 @@ def cmd_fuse(args) -> None:
 def cmd_evaluate(args) -> None:
     from sepnms.engine.evaluate import evaluate
 
-    _print(evaluate(_cfg(args), args.methods, progress=not args.quiet))
+    _print(evaluate(_cfg(args), args.methods, progress=not args.quiet, dets=args.dets))
 
 
 def cmd_export(args) -> None:
@@ -354,11 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", cmd_evaluate, "hit rate / context recall / top-1 at matched proposals; sweeps and plots")
     p.add_argument("--methods", nargs="+", default=None, help="fused method names (default: all in <workdir>/fused)")
+    p.add_argument("--dets", action="append", default=None, metavar="FILE",
+                   help="also evaluate a MAttNet-style detection JSON (released, Ref-NMS exporter output or our "
+                        "export), reported under its file stem; repeatable")
 
     p = add("export", cmd_export, "write the MAttNet-style detection JSON of a method")
     p.add_argument("--method", required=True)
     p.add_argument("--splits", nargs="+", default=None)
-    p.add_argument("--top-n", type=int, default=None)
+    p.add_argument("--top-n", type=int, default=None,
+                   help="0: conf-selected at evaluate's conf (file ..._0.json; MAttNet --top-N 0); N: the N best per "
+                        "expression (..._N.json); default evaluate.top_n_export")
     p.add_argument("--tag", default="sepnms")
 
     p = add("downstream", cmd_downstream, "accuracy of a second stage's predictions (MAttNet convention)")
