@@ -12,6 +12,7 @@ from sepnms.config import Config, load_config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_recall, save_ctxdb
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
+from sepnms.engine.gallery import gallery
 from sepnms.engine.ground import demo_second_stage
 from sepnms.engine.image_features import features_check
 from sepnms.data.refdb import load_refer
@@ -21,6 +22,7 @@ from sepnms.engine.train import train
 from sepnms.evaluation.report import metrics_table, write_report
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.refer import xywh_to_xyxy
+from sepnms.workdir import save_portable_config
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     world_summary = timed("world", generate_world, world_dir, base, seed, progress)
     common = overrides + [f"seed={seed}", f"workdir={workdir / 'work'}", "evaluate.ctx_source=mentions"]
     cfg = load_config(world_dir / "config.yaml", common)
+    save_portable_config(cfg, workdir / "config.yaml")  # `sepnms show/predict/gallery -c <workdir>/config.yaml`
     cfg_clip = load_config(world_dir / "config.yaml", common + ["train.ctx_source=clip"])
     cfg_score = load_config(world_dir / "config.yaml", common + ["clip.score_proposals=true"])
     cfg_clip_score = load_config(world_dir / "config.yaml", common + ["train.ctx_source=clip", "clip.score_proposals=true"])
@@ -95,6 +98,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     metrics = timed("evaluate", evaluate, cfg, [m.name for m in DEMO_METHODS + ABLATION], progress=progress,
                     plot_groups={"": [m.name for m in DEMO_METHODS], "ablation": [m.name for m in ABLATION]})
     exported = timed("export", export, cfg, "sepnms")
+    page = timed("gallery", gallery, cfg, progress=progress)
 
     quality = {source: mention_precision_recall(load_ctxdb(ctxdb_path(cfg.workdir, source)), mentions)
                for source in ("glove", "clip")}
@@ -120,6 +124,8 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
                  f"{feats['max_abs_diff']:.2e} (`features.source: images` reads the same features)."]
     sections += ["", "Context recall is measured against the world's recorded mentions (ground truth). "
                  "MAttNet-style detections: " + ", ".join(f"`{p.relative_to(workdir)}`" for p in exported)]
+    sections += ["", f"Gallery of the expressions (outcome per method, filters, search): "
+                 f"[{page.relative_to(workdir)}]({page.relative_to(workdir)})"]
     write_report(workdir / "report.md", {m.name: metrics[m.name] for m in DEMO_METHODS}, cfg.evaluate.splits,
                  cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images,
                  [two_stage, "\n".join(sections)],

@@ -138,8 +138,9 @@ def draw_expression(
     canvas = FigureCanvasAgg(fig)
     renderer = canvas.get_renderer()
     chars = max(20, int(fw / (0.62 * fontsize * 1.4 * dpi / 72)))
-    fig.text(0.5, 1 - 4 / fh, "\n".join(textwrap.wrap(f'"{title}"', chars)[:2]), ha="center", va="top",
-             fontsize=fontsize * 1.4)
+    if title_px > 0:  # thumbnails (title_px=0) leave the expression to the page
+        fig.text(0.5, 1 - 4 / fh, "\n".join(textwrap.wrap(f'"{title}"', chars)[:2]), ha="center", va="top",
+                 fontsize=fontsize * 1.4)
     ctx = np.asarray(ctx_boxes, dtype=np.float64).reshape(-1, 4)
     for i, p in enumerate(panels):
         left = i * (pw + GAP_PX)
