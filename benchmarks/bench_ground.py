@@ -14,6 +14,7 @@ annotated objects (the ``gt`` setting) with the head map of each image read once
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def main() -> None:
         model = model_overrides("paper")
         generate_world(root / "world", load_config("demo", model + [f"world.n_images={args.images}"]), 0, progress=False)
         paper = load_config("paper").grounding.model_dump(mode="json")
-        grounding = [f"grounding.{k}={v}" for k, v in paper.items() if k not in ("betas",)]
+        grounding = [f"grounding.{k}={json.dumps(v)}" for k, v in paper.items()]
         cfg = load_config(root / "world" / "config.yaml", model + grounding + [
             f"workdir={root / 'work'}", "grounding.layer4_source=random", f"grounding.max_iters={args.steps}",
             "grounding.eval_every=1000000", "grounding.checkpoint_every=1000000", "grounding.val_max_sentences=1",

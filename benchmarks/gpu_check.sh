@@ -48,7 +48,8 @@ cfg, overrides = build_workdir(Path(sys.argv[1]), int(sys.argv[2]), "paper", ext
 Path(sys.argv[1], "overrides.txt").write_text("\n".join(overrides) + "\n")
 from sepnms.config import load_config
 paper = load_config("paper").grounding.model_dump(mode="json")
-Path(sys.argv[1], "grounding.txt").write_text("".join(f"grounding.{k}={v}\n" for k, v in paper.items() if k != "betas"))
+import json
+Path(sys.argv[1], "grounding.txt").write_text("".join(f"grounding.{k}={json.dumps(v)}\n" for k, v in paper.items()))
 print(f"prepared {cfg.workdir}")
 EOF
 
