@@ -141,6 +141,12 @@ class FusionConfig(_Section):
     k: float = Field(2.0, ge=0)
     ref_cut: float = Field(0.03, ge=0, le=1)
     nms_iou: float = Field(0.3, gt=0, le=1)
+    clip_term: Literal["objects", "candidates"] = "objects"
+    """The CLIP term of ``sep+clip``: softmax over the image's unique confident detections
+    (``objects``) or over all candidate crops (``candidates``, ~1/M); docs/METHOD.md."""
+    clip_scale: float = Field(10.0, gt=0)
+    clip_object_det: float = Field(0.3, ge=0, le=1)
+    clip_object_nms: float = Field(0.5, gt=0, le=1)
 
 
 class EvaluateConfig(_Section):

@@ -257,13 +257,13 @@ class Predictor:
         """Every candidate of ``image`` scored for ``expression``, by descending fused score;
         ``kept`` marks the proposals the method keeps (class-wise NMS, then the conf of
         ``evaluate`` when it has run, else every NMS survivor)."""
-        from sepnms.engine.fusion import classwise_nms, fuse_scores
+        from sepnms.engine.fusion import classwise_nms, clip_input, fuse_scores
         from sepnms.evaluation.metrics import select_by_conf
 
         ec = self.score(image, expression)
         f = self.cfg.fusion
         fused = fuse_scores(self.rule, ec.det_score, ref=ec.scores.get("ref_score"), ctx=ec.scores.get("ctx_score"),
-                            clip=ec.scores.get("clip_score"), k=f.k, ref_cut=f.ref_cut)
+                            clip=clip_input(ec, f), k=f.k, ref_cut=f.ref_cut)
         nms_kept = classwise_nms(ec.box, fused, ec.cls_idx, f.nms_iou)
         conf = -np.inf if self.conf is None else self.conf
         kept = set(nms_kept[select_by_conf(fused[nms_kept], conf)].tolist())
