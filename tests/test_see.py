@@ -468,3 +468,30 @@ def test_show_before_evaluate_is_a_clear_error(evaluated, tmp_path, capsys):
         rc, out, err = _cli(capsys, command, "-c", str(tmp_path / "c.yaml"), "--methods", "sepnms", "-q")
         assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
         assert f"{work / 'eval' / 'metrics.json'}: not found: run `sepnms evaluate` first" in err
+
+
+def test_labels_of_a_crowded_panel_do_not_overlap():
+    """Twelve proposals piled on one spot: every label placed stays inside the panel and no two
+    labels' boxes intersect."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from sepnms.evaluation.figures import _place_labels
+
+    fig = Figure(figsize=(3.84, 2.56), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 384)
+    ax.set_ylim(256, 0)
+    boxes = [np.array([100 + k, 80 + k, 200 + k, 180 + k], float) for k in range(12)]
+    _place_labels(ax, renderer, [(f"dining table {0.9 - k / 20:.2f}", "#d62728", b) for k, b in enumerate(boxes)],
+                  384, 256, 1.0, 1.0, 7.0)
+    canvas.draw()  # lays out the label boxes
+    renderer = canvas.get_renderer()
+    ext = [t.get_bbox_patch().get_window_extent(renderer) for t in ax.texts]
+    assert len(ext) >= 8
+    for i, a in enumerate(ext):
+        assert a.x0 >= -1 and a.x1 <= 385 and a.y0 >= -1 and a.y1 <= 257
+        for b in ext[i + 1:]:
+            assert not (a.x0 < b.x1 - 0.5 and b.x0 < a.x1 - 0.5 and a.y0 < b.y1 - 0.5 and b.y0 < a.y1 - 0.5), (a, b)
