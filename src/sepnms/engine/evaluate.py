@@ -156,7 +156,10 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
             if a in outcomes and b in outcomes:
                 pairs.setdefault(f"{a} - {b}", {})[split] = paired_differences(
                     outcomes[a], outcomes[b], ev.bootstrap_seed, ev.bootstrap_samples)
-    names = names + [n for n in files if n in metrics]
+    for name, path in zip(files, dets or []):
+        if name not in metrics:
+            raise InputError(path, f"holds no expression of evaluate.splits {list(ev.splits)}")
+    names = names + list(files)
     out = Path(cfg.workdir) / "eval"
     atomic_write_json(out / "metrics.json", _json_safe(metrics), indent=2)
     atomic_write_json(out / "paired_differences.json", _json_safe(pairs), indent=2)
