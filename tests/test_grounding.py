@@ -333,3 +333,31 @@ def test_two_stage_report_table_and_paired_difference():
     hits = {"a": {"val": {1: 1.0, 2: 1.0, 3: 0.0, 4: 1.0}}, "b": {"val": {1: 0.0, 2: 1.0, 3: 0.0, 4: 0.0}}}
     text = paired_differences(hits, [("a", "b"), ("a", "missing")], ["val"])
     assert "| a - b | +50.0 [" in text and "missing" not in text
+
+
+@pytest.mark.slow
+def test_ground_train_under_torchrun_two_ranks(tiny_world, tmp_path):
+    """2 ranks (gloo, CPU): trains to max_iters, rank 0 writes the checkpoints, and the run refuses
+    to resume in one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from sepnms.engine.ground import train_grounding
+    from sepnms.errors import InputError
+    from tests.conftest import TINY
+
+    work = tmp_path / "work"
+    sets = [a for o in TINY + SMALL + [f"workdir={work}"] for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sepnms.cli",
+           "ground", "train", "--config", str(tiny_world / "config.yaml"), *sets, "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    summary = json.loads((work / "models" / "mattnet" / "train_summary.json").read_text())
+    assert summary["iterations"] == 6 and len(summary["history"]) == 2
+    last = torch.load(work / "models" / "mattnet" / "last.pt", weights_only=True)
+    assert last["state"]["world_size"] == 2 and last["state"]["iter"] == 6
+    cfg = load_config(tiny_world / "config.yaml", TINY + SMALL + [f"workdir={work}"])
+    with pytest.raises(InputError, match="same number"):
+        train_grounding(cfg, resume=True, progress=False)
