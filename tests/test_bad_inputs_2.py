@@ -593,7 +593,7 @@ def _proposed(tiny_world, trained, tmp_path, capsys) -> tuple[Path, Path, bytes]
     return work, table, table.read_bytes()
 
 
-def test_failing_propose_rerun_keeps_the_good_table(tiny_world, trained, tmp_path, capsys):
+def test_failing_propose_rerun_keeps_the_good_table(tiny_world, trained, tmp_path, capsys, caplog):
     from sepnms.io.head_feats import read_head, write_head
 
     work, table, earlier = _proposed(tiny_world, trained, tmp_path, capsys)
@@ -606,6 +606,11 @@ def test_failing_propose_rerun_keeps_the_good_table(tiny_world, trained, tmp_pat
     rc, out, err = cli(capsys, "propose", world, work, "--splits", "val")
     assert_one_clear_error(rc, out, err, "propose", world / "head_feats" / f"{first}.h5", "NaN or Inf")
     assert table.read_bytes() == earlier and temp_files(tmp_path) == []
+    # fuse uses the kept table, and says that a newer run has not finished
+    with caplog.at_level("WARNING"):
+        rc, out, err = cli(capsys, "fuse", world, work, "--model", "sepnms", "--rule", "sep", "--splits", "val")
+    assert rc == 0, err
+    assert f"{table}: a newer `sepnms propose` run of this split has not finished" in caplog.text
 
 
 def test_propose_merge_checks_free_space_first(tiny_world, trained, tmp_path, capsys, monkeypatch):
@@ -642,3 +647,36 @@ def test_stale_parts_warning_says_what_and_why(tiny_world, trained, tmp_path, ca
     assert rc == 0, err
     assert (f"{parts}: discarding an empty parts folder (an earlier run stopped before finishing any part): "
             "written by another model or configuration (fingerprint 0123456789abcdef, now ") in caplog.text
+
+
+def test_out_of_memory_is_one_line(tiny_world, prepared_copy, tmp_path, capsys, monkeypatch):
+    import sepnms.engine.prepare as prep
+
+    work, before = prepared_copy
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(prep, "build_pools", exhausted)
+    rc, out, err = cli(capsys, "prepare", tiny_world, work, "--overwrite")
+    assert_one_clear_error(rc, out, err, "prepare", "out of memory")
+    assert_prepare_untouched(work, before, tmp_path)
+
+
+@pytest.mark.parametrize("command,name,content,needle", [
+    ("prepare", "prepare/manifest.json", b"\xc3\x28{}", "not UTF-8 text (byte 0xc3 at offset 0) (prepare manifest)"),
+    ("train", "prepare/vocab.json", b'{"words": [1, 2]}', "'words' must be a list of strings"),
+    ("train", "prepare/ctxdb_glove.json", b"[" * 100_000, "nested too deeply"),
+    ("export", "eval/metrics.json", b'{"sepnms": {"val": 0.3}}', "expected {method: {split: {conf, ...}}}"),
+])
+def test_our_own_json_damaged(tiny_world, prepared_copy, tmp_path, capsys, command, name, content, needle):
+    """Our own JSON files (manifest, vocabulary, ctxdb, metrics) damaged: one line, not a traceback."""
+    work, _ = prepared_copy
+    path = work / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    before = snapshot(work)
+    extra = ["--method", "sepnms", "--splits", "val"] if command == "export" else []
+    rc, out, err = cli(capsys, command, tiny_world, work, *extra)
+    assert_one_clear_error(rc, out, err, command, path, needle)
+    assert snapshot(work) == before and temp_files(tmp_path) == []
