@@ -13,10 +13,11 @@ from PIL import Image, ImageDraw
 
 from sepnms.clip import crops as crops_mod
 from sepnms.clip.crops import crop_boxes
+from sepnms.clip.transform import from_dagger_input, to_dagger_input
 from sepnms.clip.finetune import clip_finetune, lr_at_epoch
 from sepnms.clip.labeller import clip_ctx, critical_ann_ids, label_image
 from sepnms.clip.losses import sentence_loss, word_loss, word_relevance
-from sepnms.clip.model import (CLIP_MEAN, CLIP_STD, CLIPDagger, build_dagger, default_heads_path,
+from sepnms.clip.model import (CLIPDagger, build_dagger, default_heads_path,
                                load_dagger, tokenize)
 from sepnms.clip.proposals import clip_scores_for_image
 from sepnms.config import load_config
@@ -301,9 +302,7 @@ SENTENCE_VEC = {"red and green": [1.0, 1.0, 0.0], "mostly red": [1.0, 0.5, 0.0],
 
 
 def unnormalise(crops: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    return crops * std + mean
+    return from_dagger_input(crops)
 
 
 def scene(size=(96, 96)) -> Image.Image:
@@ -621,3 +620,33 @@ def test_finetune_bad_inputs(tmp_path):
     cfg2.paths.captions = bad
     with pytest.raises(InputError, match="bad.json"):
         clip_finetune(cfg2, progress=False)
+
+
+def test_finetune_and_scoring_share_one_transform(tmp_path):
+    """The crops scored by clip-ctx / propose go through exactly what clip-finetune fed the heads:
+    with no augmentation left (resize = crop = image side, no flip), a fine-tuning image and the
+    crop of a box covering that whole image are the same tensor.  Fails if either path changes its
+    resize (bilinear vs bicubic) or normalisation (0.5/0.5 vs CLIP mean/std)."""
+    from sepnms.clip.finetune import CaptionImages
+
+    rng_img = np.random.default_rng(3)
+    image = Image.fromarray(rng_img.integers(0, 256, size=(40, 40, 3), dtype=np.uint8))
+    cfg = tiny_cfg(tmp_path, "clip.resize=40", "clip.crop=40", "clip.image_size=32")
+    ds = CaptionImages([], cfg.clip, context_length=8, seed=0)
+
+    class NoFlip:
+        def integers(self, lo, hi):
+            return 0
+
+        def random(self):
+            return 0.99
+
+    trained_on = ds.transform(image, NoFlip())
+    scored = crop_boxes(image, [[0, 0, 40, 40]], 32)[0]
+    assert trained_on.shape == scored.shape == (3, 32, 32)
+    assert torch.allclose(trained_on, scored, atol=1e-6)
+    assert torch.allclose(scored, to_dagger_input(image, 32))
+    # the normalisation is GR-GAN's (0.5, 0.5): a white pixel maps to +1, a black one to -1
+    white = to_dagger_input(Image.new("RGB", (4, 4), (255, 255, 255)), 4)
+    black = to_dagger_input(Image.new("RGB", (4, 4), (0, 0, 0)), 4)
+    assert torch.allclose(white, torch.ones_like(white)) and torch.allclose(black, -torch.ones_like(black))

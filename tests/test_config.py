@@ -264,3 +264,18 @@ def test_fingerprint_tracks_changes():
     assert a.fingerprint("model") == b.fingerprint("model")
     assert a.fingerprint("fusion") != b.fingerprint("fusion")
     assert len(a.fingerprint()) == 16
+
+
+def test_paper_preset_trains_on_clip_labels_and_says_how_to_get_them(tmp_path):
+    from sepnms.engine.inputs import load_training_ctxdb
+    from sepnms.errors import InputError
+
+    cfg = load_config("paper", [f"workdir={tmp_path}"])
+    assert cfg.train.ctx_source == "clip"
+    with pytest.raises(InputError) as err:
+        load_training_ctxdb(cfg)
+    text = str(err.value)
+    assert "ctxdb_clip.json" in text and "`sepnms clip-ctx`" in text and "--set train.ctx_source=glove" in text
+    glove = load_config("paper", [f"workdir={tmp_path}", "train.ctx_source=glove"])
+    with pytest.raises(InputError, match="ctxdb not found"):
+        load_training_ctxdb(glove)

@@ -13,6 +13,15 @@ from sepnms.grounding.mattnet import MAttNet, ObjectTable, count_parameters
 from sepnms.grounding.vocab import PAD, UNK, build_grounding_vocab, max_length_for
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are small: one thread is faster (and on a loaded 2-core machine, much faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _objects(n: int, p: int, f: int, k: int = 5, grid: int = 7, seed: int = 0) -> ObjectTable:
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(n, k, generator=g) > 0.3
@@ -123,3 +132,159 @@ def test_vocabulary_counts_categories_and_lengths():
     assert {"the", "red", "cup", "dining", "table"} <= set(v.words) and "blue" not in v.words
     assert v.encode(["the", "blue", "cup"], 2) == [v.index["the"], v.index[UNK]]
     assert max_length_for("refcocog", None) == 20 and max_length_for("refcoco+", None) == 10
+
+
+# ---------------------------------------------------------------------------------------
+# data, training and evaluation on the tiny world
+
+SMALL = ["grounding.word_embedding_size=16", "grounding.word_vec_size=16", "grounding.rnn_hidden_size=16",
+         "grounding.jemb_dim=16", "grounding.num_atts=4", "grounding.batch_images=3", "grounding.max_iters=6",
+         "grounding.eval_every=3", "grounding.checkpoint_every=2", "grounding.val_max_sentences=8"]
+
+
+@pytest.fixture()
+def gcfg(tiny_world, tmp_path):
+    from tests.conftest import TINY
+
+    return load_config(tiny_world / "config.yaml", TINY + SMALL + [f"workdir={tmp_path / 'work'}"])
+
+
+def test_negatives_never_equal_the_positive(gcfg):
+    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+
+    data = GroundingData.open(gcfg)
+    vocab = data.build_vocab("train", 0)
+    sampler = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data))
+    same_type = total = 0
+    for it in range(12):
+        b = sampler.batch(it)
+        n = len(b.pos_sent_ids)
+        assert len(b.obj_idx) == len(b.sent_idx) == 3 * n and n > 0
+        sent_ref = {s: r for r, ref in data.refs.items() for s in ref["sent_ids"]}
+        ann_of = {a: (iid, k) for iid in b.image_ids for k, a in enumerate(data.images[iid].ann_ids)}
+        for i in range(n):
+            pa, na = b.pos_ann_ids[i], b.neg_ann_ids[i]
+            assert pa != na
+            assert ann_of[pa][0] == ann_of[na][0]                     # the visual negative is in the same image
+            assert sent_ref[b.neg_sent_ids[i]] != sent_ref[b.pos_sent_ids[i]]
+            assert ann_of[pa][1] == data.refs[sent_ref[b.pos_sent_ids[i]]]["ann_index"]   # the referent
+            # rows: [pos | visual neg (same sentence) | language neg (same object)]
+            assert int(b.obj_idx[i]) == int(b.obj_idx[2 * n + i]) and int(b.sent_idx[i]) == int(b.sent_idx[n + i])
+            assert int(b.obj_idx[n + i]) != int(b.obj_idx[i]) and int(b.sent_idx[2 * n + i]) != int(b.sent_idx[i])
+            img = data.images[ann_of[pa][0]]
+            same_type += int(img.categories[ann_of[pa][1]] == img.categories[ann_of[na][1]])
+            total += 1
+    assert 0 < same_type < total
+    # deterministic in (seed, iteration)
+    again = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data)).batch(5)
+    first = sampler.batch(5)
+    assert again.pos_sent_ids == first.pos_sent_ids and again.neg_ann_ids == first.neg_ann_ids
+
+
+class _RightmostNet(torch.nn.Module):
+    """A stand-in second stage whose score is the candidate's x / W: the rightmost box wins."""
+
+    def forward(self, objects, labels, obj_idx, sent_idx):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(scores=objects.lfeats[obj_idx, 0], att_scores=torch.zeros(len(objects), 1))
+
+
+def test_eval_on_hand_made_candidates_picks_the_expected_box(gcfg):
+    from sepnms.engine.ground import CandidateSet, accuracy_of, predict
+    from sepnms.engine.ground_data import GroundingData, VisualFeatures
+    from sepnms.grounding.vocab import GroundingVocab
+
+    data = GroundingData.open(gcfg)
+    split = "val"
+    sents = data.sent_ids(split)
+    sent_ref = {s: data.refs[r] for r in data.ref_ids(split) for s in data.refs[r]["sent_ids"]}
+    sets, expected = {}, {}
+    for k, s in enumerate(sents):
+        ref = sent_ref[s]
+        img = data.images[ref["image_id"]]
+        gt = img.boxes[ref["ann_index"]]
+        w = float(img.width)
+        if k % 3 == 0:      # the referent is the rightmost candidate: right
+            boxes = np.array([[0, 0, 5, 5], gt, [gt[0] - 2, gt[1], gt[2] - 2, gt[3]]], np.float32)
+            expected[s] = True
+        elif k % 3 == 1:    # a box further right that misses the referent: wrong
+            boxes = np.array([gt, [w - 10, 0, w - 1, 8]], np.float32)
+            expected[s] = False
+        else:               # nothing to choose from: wrong
+            boxes = np.zeros((0, 4), np.float32)
+            expected[s] = False
+        sets[s] = CandidateSet(ref["image_id"], boxes, np.arange(len(boxes)))
+    vocab = GroundingVocab(["<PAD>", "<UNK>"])
+    preds = predict(_RightmostNet(), vocab, VisualFeatures(gcfg, data, size=0), data, sets, gcfg)
+    for s in sents:
+        if len(sets[s].boxes):
+            np.testing.assert_array_equal(preds[s], sets[s].boxes[int(np.argmax(sets[s].boxes[:, 0]))])
+        else:
+            assert preds[s] is None
+    m = accuracy_of(data, split, preds)
+    assert m["downstream_n"] == len(sents)
+    assert m["downstream_accuracy"] == pytest.approx(sum(expected.values()) / len(sents))
+    lo, hi = m["downstream_accuracy_ci"]
+    assert lo <= m["downstream_accuracy"] <= hi
+
+
+def test_resume_equals_uninterrupted(gcfg, tmp_path):
+    from sepnms.engine.ground import train_grounding
+
+    a = gcfg.model_copy(update={"workdir": tmp_path / "a"}, deep=True)
+    b = gcfg.model_copy(update={"workdir": tmp_path / "b"}, deep=True)
+    full = train_grounding(a, resume=False, progress=False)
+    part = train_grounding(b, resume=False, progress=False, stop_after_steps=4)
+    assert part == {"interrupted": True, "iter": 4}
+    rest = train_grounding(b, resume=True, progress=False)
+    assert full["iterations"] == rest["iterations"] == 6
+    assert full["history"] == rest["history"]
+    wa = torch.load(tmp_path / "a/models/mattnet/last.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b/models/mattnet/last.pt", weights_only=True)["model"]
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_learning_rate_schedule():
+    from sepnms.engine.ground import learning_rate
+
+    g = GroundingConfig()
+    assert learning_rate(g, 0) == learning_rate(g, 8000) == pytest.approx(4e-4)
+    assert learning_rate(g, 16000) == pytest.approx(4e-5)
+    assert learning_rate(g, 12000) == pytest.approx(4e-4 * 0.1 ** 0.5)
+
+
+@pytest.mark.slow
+def test_tiny_training_overfits_to_full_gt_box_accuracy(tmp_path):
+    """A handful of images, trained and evaluated on the same split: every sentence right."""
+    from sepnms.engine.ground import accuracy_of, gt_sets, load_trained, predict, train_grounding
+    from sepnms.engine.ground_data import GroundingData, VisualFeatures
+    from sepnms.world import generate_world
+
+    over = ["world.n_images=4", "world.sentences_per_ref=1", "world.split_fractions={train: 1.0}",
+            "world.n_proposals=10"]
+    generate_world(tmp_path / "w", load_config("demo", over), seed=3, progress=False)
+    cfg = load_config(tmp_path / "w" / "config.yaml", over + SMALL + [
+        f"workdir={tmp_path / 'work'}", "grounding.val_split=train", "grounding.batch_images=4",
+        "grounding.word_drop_out=0", "grounding.jemb_drop_out=0", "grounding.visual_drop_out=0",
+        "grounding.lr=0.01", "grounding.lr_decay_start=0", "grounding.max_iters=120", "grounding.eval_every=40",
+        "grounding.checkpoint_every=120", "grounding.val_max_sentences=null"])
+    summary = train_grounding(cfg, resume=False, progress=False)
+    data = GroundingData.open(cfg)
+    net, vocab = load_trained(cfg, "best")
+    preds = predict(net, vocab, VisualFeatures(cfg, data, size=0), data, gt_sets(data, "train"), cfg)
+    m = accuracy_of(data, "train", preds)
+    assert m["downstream_n"] >= 8
+    assert summary["best_val_accuracy"] == 1.0 and m["downstream_accuracy"] == 1.0
+
+
+def test_ground_eval_without_a_trained_model_is_one_line_and_exit_2(gcfg, tmp_path, capsys):
+    from sepnms.cli import main
+    from sepnms.config import save_config
+
+    save_config(gcfg, tmp_path / "cfg.yaml")
+    assert main(["ground", "eval", "-c", str(tmp_path / "cfg.yaml"), "-q", "--methods", "gt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "best.pt" in err and "Traceback" not in err

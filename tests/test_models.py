@@ -509,19 +509,53 @@ def test_location_features_hand_computed():
 # init and optimisation
 
 
+def _new_weights(model):
+    """(name, weight, bias-or-None) of every new Linear and GRU weight matrix."""
+    out = []
+    for b, branch in enumerate(model.new_modules()):
+        for name, module in branch.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                out.append((f"{b}.{name}", module.weight, module.bias))
+            elif isinstance(module, torch.nn.GRU):
+                for pname, p in module.named_parameters():
+                    if pname.startswith("weight"):
+                        out.append((f"{b}.{name}.{pname}", p, getattr(module, pname.replace("weight", "bias"))))
+    return out
+
+
+def _xavier_violations(model) -> list[str]:
+    """Names of new layers whose weights do not look Xavier-uniform or whose bias is not zero.
+
+    Xavier-uniform fills [-a, a] with a = sqrt(6 / (fan_in + fan_out)); PyTorch's default init
+    (Linear: kaiming-uniform with a = sqrt(5), i.e. U(+-1/sqrt(fan_in)); GRU: U(+-1/sqrt(hidden)))
+    stays below 0.82 a for every layer of the wide model below, so a layer left on the default
+    has max |w| < 0.9 a, while Xavier reaches 0.9 a (P(miss) = 0.9^numel < 2e-3 at
+    numel >= 64)."""
+    bad = []
+    for name, w, bias in _new_weights(model):
+        fan_out, fan_in = w.shape
+        a = math.sqrt(6 / (fan_in + fan_out))
+        top = float(w.detach().abs().max())
+        if not (0.9 * a <= top <= a + 1e-6):
+            bad.append(f"{name}: max |w| {top:.4f}, Xavier bound {a:.4f}")
+        if bias is not None and torch.count_nonzero(bias):
+            bad.append(f"{name}: non-zero bias")
+    return bad
+
+
+WIDE = dict(word_dim=32, gru_hidden=32, hidden_dim=64, embed_dim=64, text_dim=64, head_out_channels=64,
+            head_mid_channels=16)
+
+
 def test_new_layer_init():
-    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    cfg = tiny_cfg(**WIDE)
     model = SepNMSModel(cfg, word_vectors(cfg))
-    for module in model.ctx_relatedness.modules():
-        if isinstance(module, torch.nn.Linear):
-            assert torch.count_nonzero(module.bias) == 0
-            fan_in, fan_out = module.weight.shape[1], module.weight.shape[0]
-            assert module.weight.abs().max() <= math.sqrt(6 / (fan_in + fan_out)) + 1e-6
-    for name, p in model.ctx_relatedness.gru.named_parameters():
-        if name.startswith("bias"):
-            assert torch.count_nonzero(p) == 0, name
+    assert len(_new_weights(model)) >= 12  # both branches' Linears and the GRU's 4 matrices
+    assert _xavier_violations(model) == []
     bn = model.ref_relatedness.text_mlp[1]
     assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    cfg = tiny_cfg()
 
     parity = SepNMSModel(tiny_cfg(bn_xavier_init=True), word_vectors(cfg))
     bn = parity.ref_relatedness.text_mlp[1]
@@ -578,3 +612,20 @@ def test_rois_shared_by_a_batch_of_expressions_broadcast(model_type):
     model.train()
     ref_t, ctx_t = model.relatedness(feats, loc, ids, mask, text)  # the dropout path accepts it too
     assert ctx_t.shape == (b, r)
+
+
+def test_new_layer_init_check_catches_default_init():
+    """A layer left on PyTorch's default init (even with its bias zeroed) fails the check."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(**WIDE)
+    model = SepNMSModel(cfg, word_vectors(cfg))
+    names = [n for n, _, _ in _new_weights(model)]
+    for branch in model.new_modules():
+        for module in branch.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.GRU)):
+                module.reset_parameters()  # PyTorch's default init
+                for pname, p in module.named_parameters():
+                    if pname.startswith("bias"):
+                        torch.nn.init.zeros_(p)
+    flagged = {v.split(":")[0] for v in _xavier_violations(model)}
+    assert flagged == set(names)

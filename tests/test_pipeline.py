@@ -96,11 +96,16 @@ def test_demo_end_to_end(tmp_path):
     for name in methods:
         assert set(metrics[name]) == {"val", "testA", "testB"}
         for split, m in metrics[name].items():
-            assert set(m) == {"hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "conf"}
+            assert set(m) == {"hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "conf",
+                              "hit_rate_ci", "top1_accuracy_ci", "ctx_recall_ci", "n_expressions"}
+            for rate in ("hit_rate", "top1_accuracy"):
+                low, high = m[f"{rate}_ci"]
+                assert low <= m[rate] <= high
             assert 0.0 <= m["hit_rate"] <= 1.0 and 0.0 <= m["top1_accuracy"] <= m["hit_rate"] + 1e-9
             assert m["proposals_per_expression"] >= 1.0
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Ablation" in report and "sepnms_clipctx_clipfuse" in report
+    assert "## Paired differences" in report and "| sepnms - refnms |" in report and "| sepnms - det |" in report
     assert (tmp_path / "demo" / "hit_rate_vs_proposals.png").is_file()
     dets = list((tmp_path / "demo" / "work" / "export").glob("matt_dets_sepnms_*.json"))
     assert len(dets) == 1

@@ -77,3 +77,25 @@ def test_initial_filter_lowers_threshold_until_enough():
     # 0.05 -> 0.045 -> 0.040 (0.04 not > 0.04) -> 0.035 -> 0.030: three pairs
     assert len(pool) == 3 and abs(pool.threshold - 0.03) < 1e-9
     assert sorted(pool.det_score.tolist()) == pytest.approx([0.032, 0.04, 0.30])
+
+
+def test_validation_images_keep_a_training_pool_and_a_test_pool(tmp_path):
+    """Validation pools follow the released code: the val loss samples from the pool built with
+    the training minimum; propose / evaluation see the test-time pool (a marked subset)."""
+    from sepnms.data.candidates import CandidateStore, initial_filter, save_candidates
+
+    n = 6
+    boxes = np.tile(np.arange(4, dtype=np.float32) * [1, 1, 2, 2] + [0, 0, 5, 5], (n, 81, 1))
+    scores = np.zeros((n, 81))
+    scores[:, 3] = [0.5, 0.2, 0.04, 0.03, 0.02, 0.01]  # two above 0.05
+    both = initial_filter(boxes, scores, 0.05, 0.005, min_count=4, test_min_count=1)
+    assert len(both) == 4 and both.test_pool.tolist() == [True, True, False, False]
+    assert len(both.for_test()) == 2 and both.for_test().threshold == 0.05 and both.threshold < 0.035
+    single = initial_filter(boxes, scores, 0.05, 0.005, min_count=1)
+    assert single.test_pool is None and len(single.for_test()) == 2
+    np.testing.assert_array_equal(both.for_test().det_score, single.det_score)
+    path = tmp_path / "candidates.h5"
+    save_candidates(path, {1: both, 2: single})
+    store = CandidateStore(path)
+    assert len(store.get(1)) == 2 and len(store.get(1, training=True)) == 4
+    assert len(store.get(2)) == len(store.get(2, training=True)) == 2

@@ -263,6 +263,18 @@ def cmd_show(args) -> None:
     _print({"figures": len(paths), "folder": str(paths[0].parent) if paths else None})
 
 
+def cmd_ground(args) -> None:
+    from sepnms.engine.ground import evaluate_grounding, train_grounding
+
+    cfg = _cfg(args)
+    if args.action == "train":
+        summary = train_grounding(cfg, resume=not args.no_resume, progress=not args.quiet)
+        summary.pop("history", None)
+        _print(summary)
+    else:
+        _print(evaluate_grounding(cfg, args.methods, args.splits, args.dets, args.checkpoint, progress=not args.quiet))
+
+
 def cmd_config(args) -> None:
     print(_cfg(args).to_yaml())
 
@@ -373,6 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", choices=["all", "hits", "misses", "disagree"], default=None,
                    help="hits/misses: of the last method; disagree: the methods' hit/miss differ (default show.select)")
     p.add_argument("--ids", type=int, nargs="+", default=None, metavar="SENT_ID", help="these expressions only")
+
+    p = add("ground", cmd_ground, "the second stage (MAttNet): train it, or score candidate sets -> REC accuracy")
+    p.add_argument("action", choices=["train", "eval"])
+    p.add_argument("--no-resume", action="store_true", help="train: start from scratch even if last.pt exists")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="eval: gt, mattnet_dets and/or fused method names (default: gt, mattnet_dets, all fused)")
+    p.add_argument("--dets", nargs="+", default=None, metavar="FILE",
+                   help="eval: MAttNet-style detection files, each a method named after its file stem")
+    p.add_argument("--splits", nargs="+", default=None, help="eval: default evaluate.splits")
+    p.add_argument("--checkpoint", default="best", help="eval: best, last or a checkpoint path")
 
     add("config", cmd_config, "print the resolved config")
     return parser

@@ -150,6 +150,9 @@ class EvaluateConfig(_Section):
     remain (the paper keeps about 8-10)."""
     conf_grid_size: int = Field(200, ge=2)
     hit_iou: float = Field(0.5, gt=0, le=1)
+    bootstrap_samples: int = Field(2000, ge=100)
+    """Resamples of the 95 % bootstrap interval given beside every rate."""
+    bootstrap_seed: int = 0
     top_n_export: int = Field(10, ge=1)
     ctx_source: str = "train"
     """Which ctxdb (``prepare/ctxdb_<source>.json``) gives the context boxes of the context

@@ -2,10 +2,9 @@
 labels (``clip-ctx``) and the test-time proposal score (``propose``).
 
 A crop is the box's pixels ``[floor(x1), floor(y1), ceil(x2), ceil(y2))`` clipped to the image (at
-least one pixel), resized to S x S (aspect ratio not kept, bicubic, as CLIP's preprocessing
-resizes), scaled to [0, 1] and normalised with CLIP's RGB mean/std.  ``bgr_parity`` reverses the
-channels before normalising, reproducing the released code's mistake (it fed OpenCV's BGR pixels
-to CLIP).
+least one pixel), then :func:`sepnms.clip.transform.to_dagger_input` - the transform the heads were
+fine-tuned with (normalise, bilinear resize to S x S).  ``bgr_parity`` reverses the channels
+before normalising, reproducing the released code's mistake (it fed OpenCV's BGR pixels to CLIP).
 """
 from __future__ import annotations
 
@@ -16,14 +15,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sepnms.clip.model import CLIPDagger, clip_normalise
+from sepnms.clip.model import CLIPDagger
+from sepnms.clip.transform import to_dagger_input
 
 #: crops encoded per forward pass (a limit on memory only; all crops of an image are encoded once)
 CROP_CHUNK = 256
 
 
 def crop_boxes(image: Image.Image, boxes, size: int, bgr_parity: bool = False) -> torch.Tensor:
-    """image (PIL), boxes [N, 4] xyxy (pixels) -> crops [N, 3, size, size], CLIP-normalised."""
+    """image (PIL), boxes [N, 4] xyxy (pixels) -> crops [N, 3, size, size] through ``to_dagger_input``."""
     image = image.convert("RGB")
     w, h = image.size
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -33,12 +33,8 @@ def crop_boxes(image: Image.Image, boxes, size: int, bgr_parity: bool = False) -
         top = min(max(int(math.floor(y1)), 0), h - 1)
         right = max(min(int(math.ceil(x2)), w), left + 1)
         bottom = max(min(int(math.ceil(y2)), h), top + 1)
-        crop = image.crop((left, top, right, bottom)).resize((size, size), Image.BICUBIC)
-        arr = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        if bgr_parity:
-            arr = arr.flip(0)
-        out[i] = arr
-    return clip_normalise(out)
+        out[i] = to_dagger_input(image.crop((left, top, right, bottom)), size, bgr_parity)
+    return out
 
 
 def encode_crops(dagger: CLIPDagger, crops: torch.Tensor, chunk: int = CROP_CHUNK) -> torch.Tensor:

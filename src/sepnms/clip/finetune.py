@@ -5,7 +5,8 @@ METHOD.md "CLIP-dagger").
   (``paths.captions``), images in ``paths.captions_images_dir``.  One item per image; each time an
   image is drawn, one of its captions is picked at random (as AttnGAN / GR-GAN do).
 - Images: Resize(``clip.resize``, shorter side) -> RandomCrop(``clip.crop``) -> RandomHorizontalFlip
-  -> ToTensor -> Normalize(0.5, 0.5) -> bilinear resize to ``clip.image_size``.
+  -> :func:`sepnms.clip.transform.to_dagger_input` (ToTensor -> Normalize(0.5, 0.5) -> bilinear resize
+  to ``clip.image_size``), the same transform every scoring path applies to its crops.
 - Loss: DAMSM sentence + word loss (both directions), gammas from the config.
 - Optimiser: Adam(``clip.lr``, ``clip.betas``) over the trainable parameters; the learning rate is
   multiplied by ``clip.lr_decay`` after each epoch while it is above ``clip.lr_min``.  (The released
@@ -28,13 +29,13 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from sepnms.clip.losses import damsm_loss
+from sepnms.clip.transform import to_dagger_input
 from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name, tokenize
 from sepnms.config import ClipConfig, Config
 from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
@@ -105,9 +106,7 @@ class CaptionImages(Dataset):
         image = image.crop((left, top, left + c.crop, top + c.crop))
         if rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        x = TF.to_tensor(image)
-        x = TF.normalize(x, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
-        return F.interpolate(x[None], size=(c.image_size, c.image_size), mode="bilinear", align_corners=False)[0]
+        return to_dagger_input(image, c.image_size)
 
     def __getitem__(self, gidx: int) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.items)

@@ -30,6 +30,7 @@ from sepnms.errors import InputError, OutputExistsError
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, shard_keys
 from sepnms.io.refer import Refer, xywh_to_xyxy
+from sepnms.rules import is_critical_clip
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def label_image(dagger: CLIPDagger, image: Image.Image, ann_boxes, sentences: Se
 
 def critical_ann_ids(ann_ids: Sequence[int], prob_row, threshold: float) -> list[int]:
     """The objects with probability >= ``threshold``."""
-    return [int(a) for a, p in zip(ann_ids, np.asarray(prob_row).tolist()) if p >= threshold]
+    return [int(a) for a, p in zip(ann_ids, np.asarray(prob_row).tolist()) if is_critical_clip(p, threshold)]
 
 
 def _open_image(path: Path) -> Image.Image:

@@ -42,9 +42,6 @@ FULL_FORMAT = "sepnms-clip-full"
 FORMAT_VERSION = 1
 #: keys of an OpenAI state dict that are not parameters of the model
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
-#: CLIP's own image normalisation (RGB)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # ---------------------------------------------------------------------------------------
@@ -502,9 +499,3 @@ def load_dagger(cfg: Config, heads_path: Optional[str | Path] = None, device: Op
         dagger.load_full(heads_path.parent / record["full_state"])
     return dagger.to(device or cfg.device).eval()
 
-
-def clip_normalise(x: torch.Tensor) -> torch.Tensor:
-    """[..., 3, H, W] in [0, 1] -> CLIP-normalised (RGB mean/std)."""
-    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x - mean) / std

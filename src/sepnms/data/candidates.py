@@ -5,8 +5,13 @@ Every (box, class) pair of the detector's class-specific boxes whose class proba
 threshold is lowered in steps of ``step`` (0.005) until enough do.  No NMS: a region may appear
 once per class.
 
+Validation images carry two pools, as in the released code: training's validation loss samples
+RoIs from the pool built with the *training* minimum (32), while ``propose`` / evaluation use the
+test-time pool (minimum 1), a subset stored as the mask ``test_pool``.
+
 Stored as ``<workdir>/prepare/candidates.h5``, one group per image id with ``box`` float32 [M, 4]
-(xyxy), ``cls_idx`` int32 [M] (1..80), ``det_score`` float32 [M] and attr ``threshold``.
+(xyxy), ``cls_idx`` int32 [M] (1..80), ``det_score`` float32 [M] and attr ``threshold``; a
+validation image also has ``test_pool`` bool [M] and attr ``threshold_test``.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import numpy as np
 
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_path
+from sepnms.rules import passes_candidate_filter
 
 FORMAT = "sepnms-candidates"
 VERSION = 1
@@ -32,20 +38,40 @@ class Candidates:
     cls_idx: np.ndarray
     det_score: np.ndarray
     threshold: float
+    test_pool: np.ndarray | None = None
+    """[M] bool: the members of the test-time pool (validation images only; None = all)."""
+    threshold_test: float | None = None
+
+    def for_test(self) -> "Candidates":
+        """The test-time pool (itself when the image has a single pool)."""
+        if self.test_pool is None:
+            return self
+        m = self.test_pool
+        return Candidates(self.image_id, self.box[m], self.cls_idx[m], self.det_score[m], float(self.threshold_test))
 
     def __len__(self) -> int:
         return int(self.box.shape[0])
 
 
+def _lowered_threshold(probs: np.ndarray, threshold: float, step: float, min_count: int) -> float:
+    thr = float(threshold)
+    while True:
+        if int(passes_candidate_filter(probs, thr).sum()) >= min_count or thr <= 0:
+            return thr
+        thr = round(thr - step, 10)
+
+
 def initial_filter(
     boxes: np.ndarray, scores: np.ndarray, threshold: float, step: float, min_count: int,
-    image_id: int = -1, source: Path | None = None,
+    image_id: int = -1, source: Path | None = None, test_min_count: int | None = None,
 ) -> Candidates:
     """Filter one image's detections.
 
     Args:
         boxes: [N, 81, 4] class-specific xyxy boxes (column 0 = background, dropped).
         scores: [N, 81] per-class probabilities.
+        test_min_count: when given (validation images), also mark the members of the pool
+            built with this minimum (``test_pool``); ``min_count`` >= it gives a superset.
     Returns the pool sorted by (class, descending score) for a stable order.
     """
     probs = scores[:, 1:]
@@ -56,21 +82,24 @@ def initial_filter(
         raise InputError(
             source, f"image_id {image_id}: {total} (box, class) pairs, fewer than the {min_count} needed"
         )
-    thr = float(threshold)
-    while True:
-        mask = probs > thr
-        if int(mask.sum()) >= min_count or thr <= 0:
-            break
-        thr = round(thr - step, 10)
-    n_idx, c_idx = np.nonzero(mask)
+    thr = _lowered_threshold(probs, threshold, step, min_count)
+    n_idx, c_idx = np.nonzero(passes_candidate_filter(probs, thr))
     order = np.lexsort((-probs[n_idx, c_idx], c_idx))
     n_idx, c_idx = n_idx[order], c_idx[order]
+    test_pool, thr_test = None, None
+    if test_min_count is not None:
+        thr_test = _lowered_threshold(probs, threshold, step, test_min_count)
+        test_pool = passes_candidate_filter(probs[n_idx, c_idx], thr_test)
+        if thr_test < thr:
+            raise ValueError(f"test_min_count ({test_min_count}) must not exceed min_count ({min_count})")
     return Candidates(
         int(image_id),
         boxes[n_idx, c_idx + 1].astype(np.float32),
         (c_idx + 1).astype(np.int32),
         probs[n_idx, c_idx].astype(np.float32),
         thr,
+        test_pool,
+        thr_test,
     )
 
 
@@ -93,6 +122,9 @@ def save_candidates(path: Path, pools: dict[int, Candidates]) -> None:
                 g.create_dataset("cls_idx", data=c.cls_idx)
                 g.create_dataset("det_score", data=c.det_score)
                 g.attrs["threshold"] = c.threshold
+                if c.test_pool is not None:
+                    g.create_dataset("test_pool", data=np.asarray(c.test_pool, dtype=bool))
+                    g.attrs["threshold_test"] = float(c.threshold_test)
 
 
 class CandidateStore:
@@ -120,14 +152,19 @@ class CandidateStore:
     def image_ids(self) -> list[int]:
         return sorted(int(k) for k in self._file().keys())
 
-    def get(self, image_id: int) -> Candidates:
+    def get(self, image_id: int, training: bool = False) -> Candidates:
+        """The image's pool: the test-time pool, or with ``training`` the one training samples
+        RoIs from (they differ on validation images only)."""
         f = self._file()
         key = str(int(image_id))
         if key not in f:
             raise InputError(self.path, f"no candidates for image_id {image_id}")
         g = f[key]
-        return Candidates(int(image_id), g["box"][()], g["cls_idx"][()], g["det_score"][()],
-                          float(g.attrs["threshold"]))
+        test_pool = g["test_pool"][()].astype(bool) if "test_pool" in g else None
+        c = Candidates(int(image_id), g["box"][()], g["cls_idx"][()], g["det_score"][()],
+                       float(g.attrs["threshold"]), test_pool,
+                       float(g.attrs["threshold_test"]) if test_pool is not None else None)
+        return c if training else c.for_test()
 
     def close(self) -> None:
         if self._f is not None:

@@ -21,6 +21,7 @@ import numpy as np
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.refer import Refer, xywh_to_xyxy
+from sepnms.rules import is_critical_glove, is_referent_itself
 
 FORMAT = "sepnms-ctxdb"
 VERSION = 1
@@ -61,7 +62,7 @@ def split_critical(
     ref_ids, ctx_ids, ctx_boxes = [], [], []
     for aid in critical_ann_ids:
         box = xywh_to_xyxy(refer.ann_by_id[int(aid)]["bbox"])
-        if box_iou_np(ref_box, np.asarray([box]))[0, 0] > referent_iou:
+        if is_referent_itself(box_iou_np(ref_box, np.asarray([box]))[0, 0], referent_iou):
             ref_ids.append(int(aid))
         else:
             ctx_ids.append(int(aid))
@@ -101,7 +102,7 @@ def glove_ctxdb(
                     cat_vecs = _unit(np.stack([glove[w] for w in words]))
                     s = float((cat_vecs @ noun_vecs.T).max())
                     sims[str(ann["id"])] = round(s, 6)
-                    if s > sim_threshold:
+                    if is_critical_glove(s, sim_threshold):
                         critical.append(int(ann["id"]))
             ref_ids, ctx_ids, ctx_boxes = split_critical(refer, ref, critical, referent_iou)
             entries[sid] = {"ref_ann_ids": ref_ids, "ctx_ann_ids": ctx_ids, "ctx_boxes": ctx_boxes,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from sepnms.data.ctxdb import box_iou_np
+from sepnms.rules import is_positive_label
 
 NEGATIVE, CONTEXT, REFERENT = 0, 1, 2
 
@@ -25,9 +26,9 @@ def assign_labels(cand_boxes: np.ndarray, ref_box: np.ndarray, ctx_boxes: np.nda
         return labels
     if len(ctx_boxes):
         ctx_iou = box_iou_np(cand_boxes, ctx_boxes).max(axis=1)
-        labels[ctx_iou >= pos_iou] = CONTEXT
+        labels[is_positive_label(ctx_iou, pos_iou)] = CONTEXT
     ref_iou = box_iou_np(cand_boxes, np.asarray(ref_box).reshape(1, 4))[:, 0]
-    labels[ref_iou >= pos_iou] = REFERENT
+    labels[is_positive_label(ref_iou, pos_iou)] = REFERENT
     return labels
 
 

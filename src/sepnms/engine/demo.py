@@ -1,6 +1,7 @@
 """``sepnms demo``: the whole method on the embedded world, then ``report.md`` + ``metrics.json``."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -96,7 +97,8 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
 
     quality = {source: mention_precision_recall(load_ctxdb(ctxdb_path(cfg.workdir, source)), mentions)
                for source in ("glove", "clip")}
-    keys = ("hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "conf")
+    keys = ("hit_rate", "hit_rate_ci", "proposals_per_expression", "top1_accuracy", "top1_accuracy_ci",
+            "ctx_recall", "ctx_recall_ci", "conf", "n_expressions")
     public = {m.name: {split: {k: v[k] for k in keys} for split, v in metrics[m.name].items()} for m in DEMO_METHODS}
     atomic_write_json(workdir / "metrics.json", public, indent=2)
     images = []
@@ -117,5 +119,6 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     sections += ["", "Context recall is measured against the world's recorded mentions (ground truth). "
                  "MAttNet-style detections: " + ", ".join(f"`{p.relative_to(workdir)}`" for p in exported)]
     write_report(workdir / "report.md", {m.name: metrics[m.name] for m in DEMO_METHODS}, cfg.evaluate.splits,
-                 cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images, ["\n".join(sections)])
+                 cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images, ["\n".join(sections)],
+                 pairs=json.loads((Path(cfg.workdir) / "eval" / "paired_differences.json").read_text()))
     return public

@@ -22,7 +22,8 @@ from sepnms.data.refdb import load_refdb
 from sepnms.engine.fusion import fuse_table
 from sepnms.workdir import safe_name
 from sepnms.errors import ConfigError, InputError
-from sepnms.evaluation.metrics import choose_conf, conf_sweep, evaluate_at_conf, sweep_confs
+from sepnms.evaluation.intervals import DEFAULT_PAIRS, paired_differences, with_intervals
+from sepnms.evaluation.metrics import choose_conf, conf_sweep, evaluate_at_conf, expression_outcomes, sweep_confs
 from sepnms.evaluation.plots import plot_many
 from sepnms.io.atomic import atomic_write_json
 from sepnms.evaluation.export import to_matt_dets
@@ -97,6 +98,11 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
              plot_groups: Optional[dict[str, list[str]]] = None) -> dict[str, Any]:
     """Evaluate fused tables; returns metrics ``{method: {split: {...}}}`` (also written).
 
+    Every rate comes with its 95 % bootstrap interval ``<rate>_ci: [low, high]`` (resampling the
+    split's expressions, ``evaluate.bootstrap_samples`` draws, seed ``evaluate.bootstrap_seed``),
+    and ``eval/paired_differences.json`` holds ``{"A - B": {split: {rate: {diff, low, high}}}}``
+    for the pairs of :data:`~sepnms.evaluation.intervals.DEFAULT_PAIRS` that were evaluated.
+
     ``plot_groups`` maps a suffix to the methods drawn together (default: all in one figure),
     e.g. ``{"": [...], "ablation": [...]}`` -> ``hit_rate_vs_proposals.png`` and
     ``hit_rate_vs_proposals_ablation.png``.
@@ -112,7 +118,9 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
         raise InputError(Path(cfg.workdir) / "fused", "no fused tables: run `sepnms fuse` first")
     metrics: dict[str, dict[str, Any]] = {}
     sweeps: dict[str, dict[str, Any]] = {}
+    pairs: dict[str, dict[str, Any]] = {}
     for split in ev.splits:
+        outcomes = {}
         gt = refdb.gt_by_sent(split)
         ctx = ctxdb.ctx_by_sent(gt.keys())
         for name in names:
@@ -121,15 +129,21 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
             check_table_covers(table, gt, path, split, refdb_path)
             conf = choose_conf(table, ev.target_proposals, ev.conf_grid_size)
             m = evaluate_at_conf(table, gt, ctx, conf, ev.hit_iou)
-            metrics.setdefault(name, {})[split] = {
+            outcomes[name] = expression_outcomes(table, gt, ctx, conf, ev.hit_iou)
+            metrics.setdefault(name, {})[split] = with_intervals({
                 "hit_rate": m["hit_rate"], "proposals_per_expression": m["proposals_per_expression"],
                 "top1_accuracy": m["top1_accuracy"], "ctx_recall": m["ctx_recall"], "conf": m["conf"],
                 "n_expressions": m["n_expressions"],
                 "fused_table_sha256": table_sha256(path),  # export refuses a conf of another table
-            }
+            }, outcomes[name], ev.bootstrap_seed, ev.bootstrap_samples)
             sweeps.setdefault(split, {})[name] = conf_sweep(table, gt, ctx, sweep_confs(table, ev.conf_grid_size), ev.hit_iou)
+        for a, b in DEFAULT_PAIRS:
+            if a in outcomes and b in outcomes:
+                pairs.setdefault(f"{a} - {b}", {})[split] = paired_differences(
+                    outcomes[a], outcomes[b], ev.bootstrap_seed, ev.bootstrap_samples)
     out = Path(cfg.workdir) / "eval"
     atomic_write_json(out / "metrics.json", _json_safe(metrics), indent=2)
+    atomic_write_json(out / "paired_differences.json", _json_safe(pairs), indent=2)
     atomic_write_json(out / "sweeps.json", _json_safe(sweeps))
     for suffix, group in (plot_groups or {"": names}).items():
         tail = f"_{suffix}" if suffix else ""

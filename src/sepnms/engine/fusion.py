@@ -24,6 +24,7 @@ from torchvision.ops import batched_nms
 from sepnms.config import FusionConfig
 from sepnms.errors import ConfigError
 from sepnms.io.proposals import ExpressionCandidates, ProposalTable
+from sepnms.rules import ref_term_after_cut
 
 RULES = ("det", "refnms", "sep", "sep+clip")
 
@@ -100,7 +101,7 @@ def fuse_scores(
         fused = inputs["ctx"] * det
     elif rule == "sep":
         ref_term = inputs["ref"] * det
-        ref_term = np.where(ref_term < ref_cut, 0.0, ref_term)
+        ref_term = ref_term_after_cut(ref_term, ref_cut)
         fused = inputs["ctx"] * det + k * ref_term
     else:  # sep+clip
         fused = (inputs["ctx"] + inputs["ref"] + inputs["clip"]) * det

@@ -51,7 +51,7 @@ class Workspace:
             missing = [e["sent_id"] for e in refdb.expressions if int(e["sent_id"]) not in text]
             if missing:
                 raise InputError(vectors_path(cfg), f"no vector for {len(missing)} expressions (e.g. sent_id {missing[0]}); re-run encode-text")
-        ctx = load_ctxdb(ctxdb_path(cfg.workdir, cfg.train.ctx_source)) if need_ctx else None
+        ctx = load_training_ctxdb(cfg) if need_ctx else None
         return cls(cfg, refdb, vocab, matrix, CandidateStore(prep / "candidates.h5"), text, ctx)
 
     def word_ids(self, tokens: list[str], max_len: Optional[int]) -> list[int]:
@@ -106,6 +106,17 @@ class HeadCache:
         return item
 
 
+def load_training_ctxdb(cfg: Config) -> CtxDB:
+    """The context labels training reads (``train.ctx_source``); missing CLIP labels get an error
+    that says how to make them or how to train on the GloVe labels instead."""
+    path = ctxdb_path(cfg.workdir, cfg.train.ctx_source)
+    if cfg.train.ctx_source == "clip" and not path.is_file():
+        raise InputError(path, "CLIP-dagger context labels not found (train.ctx_source is clip, the paper's "
+                               "labels): run `sepnms clip-ctx` first, or train on the GloVe labels with "
+                               "`--set train.ctx_source=glove`")
+    return load_ctxdb(path)
+
+
 def refdb_image_files(cfg: Config, refdb: RefDB) -> dict[int, Path]:
     """{image_id: path} of the dataset's images (``file_name`` in ``cfg.images_dir()``)."""
     from sepnms.io.images import coco_file_name
@@ -157,7 +168,7 @@ class TrainingSet(Dataset):
         cfg, t = self.cfg, self.cfg.train
         sid = int(e["sent_id"])
         rng = np.random.default_rng([cfg.seed, epoch + 1, sid])
-        cand = self.ws.candidates.get(e["image_id"])
+        cand = self.ws.candidates.get(e["image_id"], training=True)
         ctx = self.ws.ctxdb.ctx_boxes(sid) if self.ws.ctxdb is not None else np.zeros((0, 4), np.float32)
         labels = assign_labels(cand.box, np.asarray(e["gt_box"]), ctx, t.pos_iou)
         idx = sample_rois(labels, rng, t.rois_per_expression, t.max_referent, t.max_positive)

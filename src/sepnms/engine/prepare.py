@@ -65,9 +65,14 @@ def build_pools(cfg: Config, refer: Refer, image_split: dict[int, str], progress
         valid = clean_boxes(boxes.reshape(-1, 4), w, h).reshape(boxes.shape[:2])
         dropped += int((~valid[:, 1:] & (scores[:, 1:] > p.class_prob_threshold)).sum())
         scores[~valid] = 0.0
-        min_count = p.min_candidates_train if image_split[iid] == "train" else p.min_candidates_test
+        split = image_split[iid]
+        # validation images: the training minimum for the val loss, the test minimum marked within
+        # (the released code builds its validation set like its training set)
+        val = split == cfg.train.val_split
+        min_count = p.min_candidates_train if split == cfg.train.train_split or val else p.min_candidates_test
         pools[iid] = initial_filter(boxes, scores, p.class_prob_threshold, p.threshold_step, min_count,
-                                    image_id=iid, source=rpn.boxes_path)
+                                    image_id=iid, source=rpn.boxes_path,
+                                    test_min_count=p.min_candidates_test if val else None)
         if len(pools[iid]) == 0:
             raise InputError(rpn.boxes_path, f"image_id {iid}: no candidate at any threshold (every class probability "
                                              f"in {Path(rpn.scores_path or 'the scores').name} is 0, or its box has no area inside the "

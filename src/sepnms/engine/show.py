@@ -24,6 +24,7 @@ from sepnms.evaluation.figures import Panel, draw_expression
 from sepnms.evaluation.metrics import box_iou, select_by_conf
 from sepnms.io.proposals import ExpressionCandidates, read_proposals
 from sepnms.io.refer import split_matches
+from sepnms.rules import is_hit
 from sepnms.workdir import safe_name
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Evaluation:
         for m in self.methods:
             row = self.tables[m][int(e["sent_id"])]
             kept = select_by_conf(row.scores["score"], self.confs[m])
-            hit = bool(len(kept)) and bool((box_iou(row.box[kept], gt)[:, 0] > self.cfg.evaluate.hit_iou).any())
+            hit = bool(len(kept)) and bool(is_hit(box_iou(row.box[kept], gt)[:, 0], self.cfg.evaluate.hit_iou).any())
             out[m] = Outcome(kept, hit)
         return out
 

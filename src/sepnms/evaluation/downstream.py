@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sepnms.errors import InputError
+from sepnms.rules import is_top1_correct
 
 BOX_KEYS = ("box", "pred_box")
 
@@ -125,6 +126,6 @@ def downstream_accuracy(
     correct = 0
     for sent_id, gt in gt_by_sent.items():
         pred = preds.get(sent_id)
-        if pred is not None and compute_iou_inclusive(list(pred), list(gt)) >= iou:
+        if pred is not None and is_top1_correct(compute_iou_inclusive(list(pred), list(gt)), iou):
             correct += 1
     return correct / n_expressions

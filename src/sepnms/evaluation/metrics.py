@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from sepnms.io.proposals import ProposalTable
+from sepnms.rules import is_context_match, is_hit, is_top1_correct, kept_by_conf, n_kept_by_conf
 
 SCORE_COLUMN = "score"
 
@@ -101,7 +102,7 @@ def select_by_conf(scores: np.ndarray, conf: float) -> np.ndarray:
     if s.size == 0:
         return np.zeros(0, dtype=np.int64)
     order = _order(s)
-    n = max(1, int(np.count_nonzero(s > float(conf))))
+    n = max(1, int(np.count_nonzero(kept_by_conf(s, float(conf)))))
     return order[:n].astype(np.int64)
 
 
@@ -123,7 +124,7 @@ def hit_rate(kept_boxes: Sequence[np.ndarray], gt_boxes: np.ndarray, iou: float 
     gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     if len(kept_boxes) != gt.shape[0]:
         raise ValueError(f"{len(kept_boxes)} kept-box lists but {gt.shape[0]} GT boxes")
-    hits = [bool((box_iou(k, g[None]) > iou).any()) for k, g in zip(kept_boxes, gt)]
+    hits = [bool(is_hit(box_iou(k, g[None]), iou).any()) for k, g in zip(kept_boxes, gt)]
     return _mean(hits)
 
 
@@ -148,7 +149,7 @@ def ctx_recall(
         c = np.asarray(c, dtype=np.float64).reshape(-1, 4)
         if c.shape[0] == 0:
             continue
-        matched = (box_iou(k, c) > iou).any(axis=0)
+        matched = is_context_match(box_iou(k, c), iou).any(axis=0)
         fractions.append(float(matched.mean()))
     return _mean(fractions)
 
@@ -168,8 +169,7 @@ def top1_accuracy(top_boxes: np.ndarray, gt_boxes: np.ndarray, iou: float = 0.5)
     ious = paired_iou(top_boxes, gt_boxes)
     if ious.size == 0:
         return float("nan")
-    with np.errstate(invalid="ignore"):
-        return float(np.mean(ious >= iou))
+    return float(np.mean(is_top1_correct(ious, iou)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,6 +201,46 @@ def _ctx_of(ctx_by_sent: Mapping[int, np.ndarray] | None, sent_id: int) -> np.nd
     return np.asarray(ctx_by_sent[sent_id], dtype=np.float64).reshape(-1, 4)
 
 
+def expression_outcomes(
+    table: ProposalTable,
+    gt_by_sent: Mapping[int, np.ndarray],
+    ctx_by_sent: Mapping[int, np.ndarray] | None,
+    conf: float,
+    iou: float = 0.5,
+    score_key: str = SCORE_COLUMN,
+) -> dict[str, np.ndarray]:
+    """Per-expression outcomes of a fused table at one conf (what every rate averages).
+
+    Returns ``{sent_id [E] int64, hit [E], top1 [E] (0/1 float64), kept [E] (number kept),
+    ctx_recall [E] (fraction of the expression's context boxes matched; NaN when it has none)}``,
+    in table order.  :func:`evaluate_at_conf` is their means; the bootstrap intervals
+    (:mod:`sepnms.evaluation.intervals`) resample them.
+    """
+    scores = _fused_scores(table, score_key)
+    n = len(table)
+    out = {"sent_id": np.zeros(n, np.int64), "hit": np.zeros(n), "top1": np.zeros(n), "kept": np.zeros(n),
+           "ctx_recall": np.full(n, np.nan)}
+    for i, (e, s) in enumerate(zip(table.expressions, scores)):
+        idx = select_by_conf(s, conf)
+        box = np.asarray(e.box, dtype=np.float64).reshape(-1, 4)
+        kept = box[idx]
+        gt = _gt_of(gt_by_sent, e.sent_id, table.split)
+        ctx = _ctx_of(ctx_by_sent, e.sent_id)
+        out["sent_id"][i] = int(e.sent_id)
+        out["kept"][i] = len(idx)
+        out["hit"][i] = float(is_hit(box_iou(kept, gt[None]), iou).any())
+        top = box[idx[0]] if idx.size else np.full(4, np.nan)
+        out["top1"][i] = float(is_top1_correct(paired_iou(top[None], gt[None]), iou)[0])
+        if ctx.shape[0]:
+            out["ctx_recall"][i] = float(is_context_match(box_iou(kept, ctx), iou).any(axis=0).mean())
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    v = values[~np.isnan(values)]
+    return float(v.mean()) if v.size else float("nan")
+
+
 def evaluate_at_conf(
     table: ProposalTable,
     gt_by_sent: Mapping[int, np.ndarray],
@@ -219,24 +259,16 @@ def evaluate_at_conf(
         iou: IoU threshold of hit rate / ctx recall (strict >) and top-1 (>=).
 
     Returns:
-        ``{conf, hit_rate, proposals_per_expression, top1_accuracy, ctx_recall, n_expressions}``.
+        ``{conf, hit_rate, proposals_per_expression, top1_accuracy, ctx_recall, n_expressions}``:
+        the means of :func:`expression_outcomes` (ctx recall over expressions with context).
     """
-    scores = _fused_scores(table, score_key)
-    kept, gts, ctxs, tops = [], [], [], []
-    for e, s in zip(table.expressions, scores):
-        idx = select_by_conf(s, conf)
-        box = np.asarray(e.box, dtype=np.float64).reshape(-1, 4)
-        kept.append(box[idx])
-        gts.append(_gt_of(gt_by_sent, e.sent_id, table.split))
-        ctxs.append(_ctx_of(ctx_by_sent, e.sent_id))
-        tops.append(box[idx[0]] if idx.size else np.full(4, np.nan))
-    gt = np.asarray(gts).reshape(-1, 4)
+    o = expression_outcomes(table, gt_by_sent, ctx_by_sent, conf, iou, score_key)
     return {
         "conf": float(conf),
-        "hit_rate": hit_rate(kept, gt, iou),
-        "proposals_per_expression": _mean([len(k) for k in kept]),
-        "top1_accuracy": top1_accuracy(np.asarray(tops).reshape(-1, 4), gt, iou),
-        "ctx_recall": ctx_recall(kept, ctxs, iou),
+        "hit_rate": _mean(o["hit"].tolist()),
+        "proposals_per_expression": _mean(o["kept"].tolist()),
+        "top1_accuracy": _mean(o["top1"].tolist()),
+        "ctx_recall": _nanmean(o["ctx_recall"]),
         "n_expressions": len(table),
     }
 
@@ -255,7 +287,7 @@ def _step_sum(thresholds: np.ndarray, weights: np.ndarray, confs: np.ndarray) ->
     order = np.argsort(thresholds, kind="stable")
     t = thresholds[order]
     suffix = np.concatenate([np.cumsum(weights[order][::-1])[::-1], [0.0]])
-    first_above = np.searchsorted(t, confs, side="right")  # first index with t > conf
+    first_above = n_kept_by_conf(t, confs)  # first index with t > conf
     return suffix[first_above]
 
 
@@ -294,12 +326,12 @@ class _SweepIndex:
             t[0] = np.inf
             count_t.append(t)
             ious = box_iou(box, gt[None])[:, 0]
-            hits = np.flatnonzero(ious > iou)
+            hits = np.flatnonzero(is_hit(ious, iou))
             if hits.size:
                 hit_t[i] = t[hits[0]]
-            top1[i] = ious[0] >= iou
+            top1[i] = bool(is_top1_correct(ious[0], iou))
             if ctx.shape[0]:
-                matched = box_iou(box, ctx) > iou  # [M_e, C_e]
+                matched = is_context_match(box_iou(box, ctx), iou)  # [M_e, C_e]
                 any_m = matched.any(axis=0)
                 first = matched.argmax(axis=0)
                 ctx_t.append(np.where(any_m, t[first], -np.inf))

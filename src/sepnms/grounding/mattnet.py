@@ -82,21 +82,27 @@ class MAttNet(nn.Module):
 
     def forward(self, objects: ObjectTable, labels: Tensor, obj_idx: Tensor, sent_idx: Tensor) -> MAttNetOutput:
         """objects: N objects; labels [S, T] (0 = padding); obj_idx, sent_idx [n] long -> scores [n]."""
+        # gathers by index_select: its backward (index_add) is deterministic on CPU, plain indexing's is not
+        def rows(t: Tensor, idx: Tensor) -> Tensor:
+            return t.index_select(0, idx)
+
         context, hidden, embedded = self.rnn_encoder(labels)                          # per sentence
-        weights = F.softmax(self.weight_fc(hidden), dim=1)[sent_idx]                  # [n, 3]
+        weights = rows(F.softmax(self.weight_fc(hidden), dim=1), sent_idx)            # [n, 3]
         sub_a, sub_q = self.sub_attn(context, embedded, labels)
         loc_a, loc_q = self.loc_attn(context, embedded, labels)
         rel_a, rel_q = self.rel_attn(context, embedded, labels)
 
         visual, att_scores = self.sub_encoder.object_features(objects.pool5, objects.fc7)  # per object
-        sub_feat, grid_attn = self.sub_encoder(visual[obj_idx], sub_q[sent_idx])
-        sub_score = self.sub_matching(sub_feat, sub_q[sent_idx])
+        sub_q_n = rows(sub_q, sent_idx)
+        sub_feat, grid_attn = self.sub_encoder(rows(visual, obj_idx), sub_q_n)
+        sub_score = self.sub_matching(sub_feat, sub_q_n)
         loc_feat = self.loc_encoder(objects.lfeats, objects.dif_lfeats)
-        loc_score = self.loc_matching(loc_feat[obj_idx], loc_q[sent_idx])
+        loc_score = self.loc_matching(rows(loc_feat, obj_idx), rows(loc_q, sent_idx))
         rel_feat = self.rel_encoder(objects.cxt_fc7, objects.cxt_lfeats)
-        rel_score, rel_ixs = self.rel_matching(rel_feat[obj_idx], rel_q[sent_idx], objects.cxt_mask[obj_idx])
+        rel_score, rel_ixs = self.rel_matching(rows(rel_feat, obj_idx), rows(rel_q, sent_idx),
+                                               rows(objects.cxt_mask, obj_idx))
         scores = (weights * torch.stack([sub_score, loc_score, rel_score], 1)).sum(1)
-        return MAttNetOutput(scores, weights, sub_a[sent_idx], loc_a[sent_idx], rel_a[sent_idx], grid_attn,
+        return MAttNetOutput(scores, weights, rows(sub_a, sent_idx), rows(loc_a, sent_idx), rows(rel_a, sent_idx), grid_attn,
                              rel_ixs, att_scores)
 
 

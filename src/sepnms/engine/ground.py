@@ -1,0 +1,523 @@
+"""``sepnms ground train`` and ``sepnms ground eval``: the second stage (MAttNet) end to end.
+
+``train``: MAttNet's recipe on the annotated objects of ``grounding.train_split`` (Adam, hinge
+ranking with one visual and one language negative per sentence, value clipping of gradients,
+``lr x decay ** ((it - start) / every)`` after ``start``); every ``eval_every`` iterations the
+ground-truth-box accuracy on ``grounding.val_split`` is measured and the best weights kept as
+``<workdir>/models/mattnet/best.pt``; ``last.pt`` (every ``checkpoint_every``) resumes to the same
+result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank takes its own
+images; the effective batch is ``WORLD_SIZE x batch_images``).
+
+``eval``: for every sentence, score a candidate set with the trained MAttNet and pick the best
+box; accuracy in MAttNet's convention (IoU >= 0.5, inclusive pixels) with a bootstrap interval.
+Candidate sets (methods): ``gt`` (the image's annotated objects), ``mattnet_dets`` (the detector's
+per-image detections under MAttNet's rule), every fused first-stage table in ``<workdir>/fused``
+(kept proposals at the conf ``evaluate`` chooses) and any detection file (``--dets``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sepnms import __version__
+from sepnms.config import Config
+from sepnms.engine.checkpoint import save_checkpoint
+from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
+from sepnms.engine.ground_data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
+                                       object_table, pad_labels)
+from sepnms.errors import InputError
+from sepnms.evaluation.downstream import compute_iou_inclusive
+from sepnms.evaluation.stats import bootstrap_ci
+from sepnms.grounding.features import object_geometry, xyxy_to_xywh
+from sepnms.grounding.loss import attribute_loss, ranking_loss
+from sepnms.grounding.mattnet import MAttNet, ObjectTable, build_mattnet
+from sepnms.grounding.vocab import GroundingVocab, max_length_for
+from sepnms.io.atomic import atomic_write_json
+from sepnms.io.checkpoints import torch_load_weights
+from sepnms.workdir import model_dir, safe_name
+
+log = logging.getLogger(__name__)
+
+CKPT_FORMAT = "sepnms-grounding-checkpoint"
+MODEL_NAME = "mattnet"
+
+
+def ground_dir(cfg: Config) -> Path:
+    return Path(cfg.workdir) / "ground"
+
+
+def learning_rate(g, it: int) -> float:
+    """MAttNet's schedule: ``lr`` until ``lr_decay_start``, then ``lr * lr_decay ** ((it - start) / every)``."""
+    if g.lr_decay_start > 0 and it > g.lr_decay_start:
+        return g.lr * g.lr_decay ** ((it - g.lr_decay_start) / g.lr_decay_every)
+    return g.lr
+
+
+class _Flat(torch.nn.Module):
+    """MAttNet with flat tensor arguments (what DistributedDataParallel wraps)."""
+
+    def __init__(self, net: MAttNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, pool5, fc7, lfeats, dif_lfeats, cxt_fc7, cxt_lfeats, cxt_mask, labels, obj_idx, sent_idx):
+        out = self.net(ObjectTable(pool5, fc7, lfeats, dif_lfeats, cxt_fc7, cxt_lfeats, cxt_mask), labels, obj_idx,
+                       sent_idx)
+        return out.scores, out.att_scores
+
+
+def _flat_args(objects: ObjectTable, labels, obj_idx, sent_idx, device: str) -> tuple:
+    o = objects.to(device)
+    return (o.pool5, o.fc7, o.lfeats, o.dif_lfeats, o.cxt_fc7, o.cxt_lfeats, o.cxt_mask, labels.to(device),
+            obj_idx.to(device), sent_idx.to(device))
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _meta(cfg: Config, vocab: GroundingVocab, att_words: list[str]) -> dict[str, Any]:
+    return {"format": CKPT_FORMAT, "version": 1, "sepnms_version": __version__, "preset": cfg.preset,
+            "grounding_config": cfg.grounding.model_dump(mode="json"),
+            "pool5_dim": cfg.model.feat_channels, "fc7_dim": cfg.model.head_out_channels,
+            "vocab": list(vocab.words), "att_words": list(att_words), "dataset": cfg.dataset}
+
+
+_ARCH_KEYS = ("word_embedding_size", "word_vec_size", "rnn_hidden_size", "jemb_dim", "num_cxt", "num_atts")
+
+
+def load_grounding_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
+    """A MAttNet checkpoint of ours (weights only), checked against the config's sizes."""
+    ckpt = torch_load_weights(path, "MAttNet checkpoint (run `sepnms ground train` first)")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise InputError(path, "not a sepnms MAttNet checkpoint")
+    g = ckpt["grounding_config"]
+    diff = [k for k in _ARCH_KEYS if g.get(k) != getattr(cfg.grounding, k)]
+    if (ckpt["pool5_dim"], ckpt["fc7_dim"]) != (cfg.model.feat_channels, cfg.model.head_out_channels):
+        diff.append("model.feat_channels/head_out_channels")
+    if diff:
+        raise InputError(path, f"checkpoint was trained with other sizes (differs in {diff}); use the config it was "
+                               "trained with")
+    return ckpt
+
+
+def load_trained(cfg: Config, which: str = "best") -> tuple[MAttNet, GroundingVocab]:
+    path = Path(which) if which not in ("best", "last") else model_dir(cfg, MODEL_NAME) / f"{which}.pt"
+    ckpt = load_grounding_checkpoint(path, cfg)
+    vocab = GroundingVocab.from_json({"words": ckpt["vocab"]}, path)
+    net = build_mattnet(cfg.grounding, cfg.model, len(vocab))
+    net.load_state_dict(ckpt["model"])
+    return net.eval(), vocab
+
+
+# ---------------------------------------------------------------------------------------
+# candidate sets and scoring
+
+
+@dataclass
+class CandidateSet:
+    """The candidates one sentence is scored against: boxes [M, 4] xyxy (x2 = x + w), categories [M]."""
+
+    image_id: int
+    boxes: np.ndarray
+    categories: np.ndarray
+
+
+@torch.no_grad()
+def predict(net: MAttNet, vocab: GroundingVocab, feats: VisualFeatures, data: GroundingData,
+            sets: dict[int, CandidateSet], cfg: Config, progress: bool = False, images_per_forward: int = 8,
+            desc: str = "ground") -> dict[int, Optional[np.ndarray]]:
+    """``{sent_id: chosen box xyxy (None for an empty candidate set)}`` for every sentence of ``sets``.
+
+    Per image: the union of its sentences' boxes is pooled once (one read of the head map); each
+    distinct candidate set gets its own geometry (neighbours and contexts are within the set)."""
+    g, device = cfg.grounding, cfg.device
+    net.eval().to(device)
+    max_len = max_length_for(cfg.dataset, g.max_length)
+    by_image: dict[int, list[int]] = {}
+    for sid, s in sets.items():
+        by_image.setdefault(int(s.image_id), []).append(sid)
+    out: dict[int, Optional[np.ndarray]] = {sid: None for sid, s in sets.items() if len(s.boxes) == 0}
+    images = sorted(by_image)
+    chunks = [images[i:i + images_per_forward] for i in range(0, len(images), images_per_forward)]
+    for chunk in tqdm(chunks, desc=desc, disable=not progress):
+        tables, rows_obj, rows_sent, owners, labels = [], [], [], [], []
+        base = 0
+        for iid in chunk:
+            sids = [s for s in by_image[iid] if len(sets[s].boxes)]
+            if not sids:
+                continue
+            img = data.images.get(iid)
+            if img is None:
+                raise InputError(None, f"image_id {iid} of a candidate set is not in the refer annotations")
+            all_boxes = np.concatenate([sets[s].boxes for s in sids]).astype(np.float32)
+            uniq, inverse = np.unique(all_boxes, axis=0, return_inverse=True)
+            pool5, fc7 = feats.grids(iid, uniq)
+            distinct: dict[tuple, int] = {}
+            start = 0
+            for s in sids:
+                cs = sets[s]
+                m = len(cs.boxes)
+                inv = torch.as_tensor(inverse.reshape(-1)[start:start + m], dtype=torch.long)
+                start += m
+                key = (cs.boxes.astype(np.float32).tobytes(), np.asarray(cs.categories).tobytes())
+                if key not in distinct:
+                    geom = object_geometry(xyxy_to_xywh(cs.boxes), cs.categories, img.width, img.height, g.num_cxt)
+                    tables.append(object_table(pool5[inv], fc7[inv], geom))
+                    distinct[key] = base
+                    base += m
+                first = distinct[key]
+                labels.append(vocab.encode(data.sentences.get(s, []), max_len))
+                rows_obj += list(range(first, first + m))
+                rows_sent += [len(labels) - 1] * m
+                owners.append((s, first, m))
+        if not tables:
+            continue
+        objects = concat_tables(tables)
+        scores, _ = _Flat(net)(*_flat_args(objects, pad_labels(labels), torch.as_tensor(rows_obj),
+                                           torch.as_tensor(rows_sent), device))
+        scores = scores.cpu().numpy()
+        pos = 0
+        for s, first, m in owners:
+            best = int(np.argmax(scores[pos:pos + m]))
+            out[s] = sets[s].boxes[best].astype(np.float32)
+            pos += m
+    return out
+
+
+def _xywh(box_xyxy) -> list[float]:
+    b = [float(v) for v in box_xyxy]
+    return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+
+
+def accuracy_of(data: GroundingData, split: str, preds: dict[int, Optional[np.ndarray]],
+                iou: float = 0.5) -> dict[str, Any]:
+    """MAttNet-convention accuracy over every sentence of ``split`` (missing = wrong), with its interval."""
+    sent_to_ref = {s: r for r, ref in data.refs.items() for s in ref["sent_ids"]}
+    hits = []
+    for sid in data.sent_ids(split):
+        ref = data.refs[sent_to_ref[sid]]
+        b = data.images[ref["image_id"]].boxes[ref["ann_index"]]
+        gt = _xywh(b)
+        p = preds.get(sid)
+        ok = p is not None and compute_iou_inclusive(_xywh(p), gt) >= iou
+        hits.append(1.0 if ok else 0.0)
+    if not hits:
+        raise InputError(None, f"split {split!r} has no sentence")
+    ci = bootstrap_ci(hits)
+    return {"downstream_accuracy": float(np.mean(hits)), "downstream_accuracy_ci": list(ci) if ci else None,
+            "downstream_n": len(hits), "hits": hits}
+
+
+def gt_sets(data: GroundingData, split: str) -> dict[int, CandidateSet]:
+    out = {}
+    for rid in data.ref_ids(split):
+        img = data.images[data.refs[rid]["image_id"]]
+        cs = CandidateSet(img.image_id, img.boxes, img.categories)
+        for s in data.refs[rid]["sent_ids"]:
+            out[s] = cs
+    return out
+
+
+def mattnet_det_sets(cfg: Config, data: GroundingData, split: str) -> dict[int, CandidateSet]:
+    """The detector's per-image detections under MAttNet's rule (per class NMS, score threshold)."""
+    from sepnms.detection.dets import mattnet_detections
+    from sepnms.io.rpn import load_rpn
+
+    rpn = load_rpn(cfg.need_path("rpn_boxes"), cfg.need_path("rpn_box_scores"))
+    per_image: dict[int, CandidateSet] = {}
+    out = {}
+    for rid in data.ref_ids(split):
+        iid = data.refs[rid]["image_id"]
+        if iid not in per_image:
+            boxes, scores = rpn.get(iid)
+            dets = mattnet_detections(boxes, scores)
+            per_image[iid] = CandidateSet(iid, np.array([d.box for d in dets], np.float32).reshape(-1, 4),
+                                          np.array([d.class_index for d in dets], np.int64))
+        for s in data.refs[rid]["sent_ids"]:
+            out[s] = per_image[iid]
+    return out
+
+
+def fused_sets(cfg: Config, method: str, split: str) -> dict[int, CandidateSet]:
+    """The kept proposals of a fused first-stage table, at the conf ``evaluate`` chooses for it."""
+    from sepnms.engine.evaluate import fused_path
+    from sepnms.evaluation.metrics import SCORE_COLUMN, choose_conf, select_by_conf
+    from sepnms.io.proposals import read_proposals
+
+    table = read_proposals(fused_path(cfg, method, split))
+    conf = choose_conf(table, cfg.evaluate.target_proposals, cfg.evaluate.conf_grid_size)
+    out = {}
+    for e in table:
+        keep = select_by_conf(e.scores[SCORE_COLUMN], conf)
+        out[e.sent_id] = CandidateSet(e.image_id, np.asarray(e.box[keep], np.float32).reshape(-1, 4),
+                                      np.asarray(e.cls_idx[keep], np.int64))
+    return out
+
+
+def file_sets(path: Path, data: GroundingData, split: str) -> dict[int, CandidateSet]:
+    """A MAttNet-style detection file: per sentence when its entries carry ``sent_id``, else per image."""
+    from sepnms.io.mattnet_dets import read_dets
+
+    dets = read_dets(path)
+    per_sent: dict[int, list[dict]] = {}
+    per_image: dict[int, list[dict]] = {}
+    for i, d in enumerate(dets):
+        if "image_id" not in d:
+            raise InputError(path, f"entry {i} has no image_id")
+        if "sent_id" in d:
+            per_sent.setdefault(int(d["sent_id"]), []).append(d)
+        else:
+            per_image.setdefault(int(d["image_id"]), []).append(d)
+    if per_sent and per_image:
+        raise InputError(path, "some entries carry a sent_id and others do not (mixed per-sentence / per-image file)")
+
+    def cset(iid: int, entries: list[dict]) -> CandidateSet:
+        return CandidateSet(iid, np.array([d["box_xyxy"] for d in entries], np.float32).reshape(-1, 4),
+                            np.array([int(d.get("category_id", 0)) for d in entries], np.int64))
+
+    out = {}
+    for rid in data.ref_ids(split):
+        ref = data.refs[rid]
+        for s in ref["sent_ids"]:
+            if per_sent:
+                entries = per_sent.get(s, [])
+            else:
+                entries = per_image.get(ref["image_id"], [])
+            out[s] = cset(ref["image_id"], entries)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# training
+
+
+def train_grounding(cfg: Config, resume: bool = True, progress: bool = True,
+                    stop_after_steps: Optional[int] = None) -> dict[str, Any]:
+    """Train MAttNet; returns a summary.  ``stop_after_steps`` stops early as an interruption would."""
+    with process_group(cfg.device):
+        return _train(cfg, resume, progress, stop_after_steps)
+
+
+def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional[int]) -> dict[str, Any]:
+    g = cfg.grounding
+    device = resolve_device(cfg.device)
+    cfg = cfg.model_copy(update={"device": device})
+    rank, world = rank_world()
+    out = model_dir(cfg, MODEL_NAME)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    data = GroundingData.open(cfg)
+    vocab = data.build_vocab(g.train_split, g.vocab_min_count)
+    att_vocab = AttributeVocab(data, g.train_split, g.num_atts) if g.att_weight > 0 else None
+    if att_vocab is not None and not att_vocab:
+        log.info("no attribute labels (data.json att_wds): MAttNet trains without the attribute loss")
+        att_vocab = None
+    feats = VisualFeatures(cfg, data)
+    net = build_mattnet(g, cfg.model, len(vocab)).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=g.lr, betas=tuple(g.betas), eps=g.eps)
+    state: dict[str, Any] = {"iter": 0, "best_val": -1.0, "best_iter": 0, "history": [], "world_size": world}
+    last = out / "last.pt"
+    if resume and last.is_file():
+        ckpt = load_grounding_checkpoint(last, cfg)
+        if ckpt["vocab"] != vocab.words:
+            raise InputError(last, "this run was started on other training sentences (its vocabulary differs); "
+                                   "start again with --no-resume")
+        if ckpt["state"].get("world_size", 1) != world:
+            raise InputError(last, f"this run was started with {ckpt['state'].get('world_size', 1)} process(es), now "
+                                   f"{world}: resume it with the same number, or start again with --no-resume")
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["rng"])
+        log.info("resumed %s at iteration %d", last, state["iter"])
+    elif not resume and rank == 0:
+        for stale in (last, out / "best.pt"):
+            stale.unlink(missing_ok=True)
+    barrier()
+
+    step: torch.nn.Module = _Flat(net)
+    if world > 1:
+        step = torch.nn.parallel.DistributedDataParallel(
+            step, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+            find_unused_parameters=True)
+    sampler = BatchSampler(cfg, data, vocab, feats, att_vocab, rank, world)
+    class_weights = torch.from_numpy(att_vocab.weights).to(device) if att_vocab else None
+    val_sets = gt_sets(data, g.val_split)
+    if g.val_max_sentences is not None:
+        val_sets = {s: val_sets[s] for s in sorted(val_sets)[:g.val_max_sentences]}
+    if not val_sets:
+        raise InputError(cfg.refs_path(), f"no sentence in validation split {g.val_split!r}")
+    meta = _meta(cfg, vocab, att_vocab.words if att_vocab else [])
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"), purge_step=state["iter"])
+
+    def save(path: Path) -> None:
+        if rank == 0:
+            save_checkpoint(path, {**meta, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "state": state, "rng": torch.get_rng_state()})
+
+    def validate() -> None:
+        preds = predict(net, vocab, feats, data, val_sets, cfg)
+        hits = [1.0 if preds.get(s) is not None
+                and compute_iou_inclusive(_xywh(preds[s]), gt_xywh_cached[s]) >= 0.5 else 0.0 for s in val_sets]
+        acc = float(np.mean(hits))
+        net.train()
+        state["history"].append({"iter": state["iter"], "val_accuracy": acc, "lr": optimizer.param_groups[0]["lr"]})
+        if writer:
+            writer.add_scalar("val/accuracy", acc, state["iter"])
+        if acc > state["best_val"]:
+            state["best_val"], state["best_iter"] = acc, state["iter"]
+            save(out / "best.pt")
+
+    sent_to_ref = {s: r for r, ref in data.refs.items() for s in ref["sent_ids"]}
+    gt_xywh_cached = {s: _xywh(data.images[data.refs[sent_to_ref[s]]["image_id"]].boxes[
+        data.refs[sent_to_ref[s]]["ann_index"]]) for s in val_sets}
+
+    net.train()
+    bar = tqdm(total=g.max_iters, initial=state["iter"], desc="ground train", disable=not progress or rank != 0)
+    steps_this_call, data_time, step_time, sentences = 0, 0.0, 0.0, 0
+    while state["iter"] < g.max_iters:
+        t0 = time.perf_counter()
+        batch = sampler.batch(state["iter"])
+        t1 = time.perf_counter()
+        lr = learning_rate(g, state["iter"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        scores, att_scores = step(*_flat_args(batch.objects, batch.labels, batch.obj_idx, batch.sent_idx, device))
+        loss = ranking_loss(scores, g.margin, g.visual_rank_weight, g.lang_rank_weight)
+        if att_vocab is not None:
+            loss = loss + g.att_weight * attribute_loss(att_scores, batch.att_labels.to(device),
+                                                        batch.att_select.to(device), class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in net.parameters():
+            if p.grad is not None:
+                p.grad.clamp_(-g.grad_clip, g.grad_clip)
+        optimizer.step()
+        state["iter"] += 1
+        steps_this_call += 1
+        sentences += len(batch.pos_sent_ids)
+        loss_value = float(loss.detach())
+        data_time += t1 - t0
+        step_time += time.perf_counter() - t1
+        if writer:
+            writer.add_scalar("train/loss", loss_value, state["iter"])
+            writer.add_scalar("train/lr", lr, state["iter"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", best_val=f"{max(state['best_val'], 0):.3f}")
+        if state["iter"] % g.eval_every == 0:
+            validate()
+        if state["iter"] % g.checkpoint_every == 0 or state["iter"] % g.eval_every == 0:
+            save(last)
+        if stop_after_steps is not None and steps_this_call >= stop_after_steps and state["iter"] < g.max_iters:
+            bar.close()
+            if writer:
+                writer.close()
+            return {"interrupted": True, "iter": state["iter"]}
+    bar.close()
+    if not state["history"] or state["history"][-1]["iter"] != state["iter"]:
+        validate()
+    save(last)
+    if writer:
+        writer.close()
+    summary = {"model": MODEL_NAME, "iterations": state["iter"], "best_val_accuracy": state["best_val"],
+               "best_iter": state["best_iter"], "history": state["history"], "vocab_size": len(vocab),
+               "attribute_loss": att_vocab is not None, "data_time_s": data_time, "compute_time_s": step_time,
+               "train_sentences_this_call": sentences, "head_reads": feats.head_reads}
+    if rank == 0:
+        atomic_write_json(out / "train_summary.json", summary, indent=2)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation
+
+
+def default_methods(cfg: Config) -> list[str]:
+    """``gt``, ``mattnet_dets`` (when the detector's output is configured) and every fused table."""
+    names = ["gt"]
+    if cfg.paths.rpn_boxes is not None and cfg.paths.rpn_box_scores is not None:
+        names.append("mattnet_dets")
+    fused = Path(cfg.workdir) / "fused"
+    if fused.is_dir():
+        names += sorted(p.name for p in fused.iterdir() if p.is_dir())
+    return names
+
+
+def candidate_sets(cfg: Config, data: GroundingData, method: str, split: str,
+                   dets_files: Optional[dict[str, Path]] = None) -> dict[int, CandidateSet]:
+    if dets_files and method in dets_files:
+        return file_sets(dets_files[method], data, split)
+    if method == "gt":
+        return gt_sets(data, split)
+    if method == "mattnet_dets":
+        return mattnet_det_sets(cfg, data, split)
+    safe_name(method, "method name")
+    return fused_sets(cfg, method, split)
+
+
+def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[list[str]] = None,
+                       dets: Optional[Iterable[str | Path]] = None, checkpoint: str = "best",
+                       progress: bool = True) -> dict[str, dict[str, dict[str, Any]]]:
+    """Second-stage accuracy per method and split.
+
+    Writes ``<workdir>/ground/metrics.json``, one predictions file per (method, split) under
+    ``<workdir>/ground/predictions/`` (``[{sent_id, box: [x, y, w, h]}]``, readable by
+    ``sepnms downstream``), and merges ``downstream_accuracy`` / ``_ci`` / ``_n`` into the split
+    entries of ``<workdir>/eval/metrics.json``.
+    """
+    cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})
+    dets_files = {}
+    for f in dets or []:
+        p = Path(f)
+        dets_files[safe_name(p.stem, "detection file name")] = p
+    names = list(methods or default_methods(cfg)) + [n for n in dets_files if n not in (methods or [])]
+    splits = list(splits or cfg.evaluate.splits)
+    net, vocab = load_trained(cfg, checkpoint)
+    data = GroundingData.open(cfg)
+    feats = VisualFeatures(cfg, data, size=0)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    pred_dir = ground_dir(cfg) / "predictions"
+    for name in names:
+        for split in splits:
+            sets = candidate_sets(cfg, data, name, split, dets_files)
+            preds = predict(net, vocab, feats, data, sets, cfg, progress, desc=f"ground {name} {split}")
+            m = accuracy_of(data, split, preds)
+            m.pop("hits")
+            m["candidates_per_sentence"] = float(np.mean([len(s.boxes) for s in sets.values()])) if sets else 0.0
+            results.setdefault(name, {})[split] = m
+            atomic_write_json(pred_dir / f"{name}_{split}.json",
+                              [{"sent_id": int(s), "box": _xywh(b)} for s, b in sorted(preds.items()) if b is not None])
+    atomic_write_json(ground_dir(cfg) / "metrics.json", results, indent=2)
+    merge_into_metrics(Path(cfg.workdir) / "eval" / "metrics.json", results)
+    return results
+
+
+def merge_into_metrics(path: Path, results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Add the downstream fields to each (method, split) entry of a metrics.json (created if absent)."""
+    metrics: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON ({exc})") from None
+    for name, per_split in results.items():
+        for split, m in per_split.items():
+            entry = metrics.setdefault(name, {}).setdefault(split, {})
+            entry.update({k: m[k] for k in ("downstream_accuracy", "downstream_accuracy_ci", "downstream_n")})
+    atomic_write_json(path, metrics, indent=2)
+
