@@ -613,13 +613,22 @@ def test_failing_propose_rerun_keeps_the_good_table(tiny_world, trained, tmp_pat
     assert f"{table}: a newer `sepnms propose` run of this split has not finished" in caplog.text
 
 
-def test_propose_merge_checks_free_space_first(tiny_world, trained, tmp_path, capsys, monkeypatch):
-    from sepnms.io import fs
+@pytest.mark.parametrize("where", ["part", "merge"])
+def test_propose_checks_free_space_first(tiny_world, trained, tmp_path, capsys, monkeypatch, where):
+    """Before a part file and before the merge (an HDF5 write on a full disk can crash the library)."""
+    from sepnms.io import fs, proposals
 
     work, table, earlier = _proposed(tiny_world, trained, tmp_path, capsys)
     monkeypatch.setattr(fs, "free_bytes", lambda folder: 4096)
+    if where == "merge":  # let the part files through, to reach the merge
+        monkeypatch.setattr(proposals, "ensure_free", lambda *a, **k: None)
     rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val", "--set", "propose.flush_every=2")
-    assert_one_clear_error(rc, out, err, "propose", table, "not enough free space for the merged file", "4.0 KiB free")
+    if where == "part":
+        assert_one_clear_error(rc, out, err, "propose", work / "proposals" / "sepnms" / "val.parts" / "part-",
+                               "not enough free space for the proposal table", "4.0 KiB free")
+    else:
+        assert_one_clear_error(rc, out, err, "propose", table, "not enough free space for the merged file",
+                               "4.0 KiB free")
     assert table.read_bytes() == earlier and temp_files(tmp_path) == []
 
 
@@ -668,7 +677,7 @@ def test_out_of_memory_is_one_line(tiny_world, prepared_copy, tmp_path, capsys, 
     ("train", "prepare/vocab.json", b'{"words": [1, 2]}', "'words' must be a list of strings"),
     ("train", "prepare/ctxdb_glove.json", b"[" * 100_000, "nested too deeply"),
     ("export", "eval/metrics.json", b'{"sepnms": {"val": 0.3}}', "expected {method: {split: {conf, ...}}}"),
-])
+], ids=["manifest not UTF-8", "vocab words not strings", "ctxdb nested too deeply", "metrics without conf"])
 def test_our_own_json_damaged(tiny_world, prepared_copy, tmp_path, capsys, command, name, content, needle):
     """Our own JSON files (manifest, vocabulary, ctxdb, metrics) damaged: one line, not a traceback."""
     work, _ = prepared_copy
@@ -680,3 +689,22 @@ def test_our_own_json_damaged(tiny_world, prepared_copy, tmp_path, capsys, comma
     rc, out, err = cli(capsys, command, tiny_world, work, *extra)
     assert_one_clear_error(rc, out, err, command, path, needle)
     assert snapshot(work) == before and temp_files(tmp_path) == []
+
+
+def test_checkpoint_without_vocabulary_record_that_does_not_fit(tiny_world, trained, tmp_path, capsys):
+    """A checkpoint written before checkpoints recorded their vocabulary, of another vocabulary
+    size: one line instead of torch's size-mismatch traceback."""
+    import torch
+
+    work = copy_work(trained, tmp_path)
+    best = work / "models" / "sepnms" / "best.pt"
+    ck = torch.load(best, weights_only=True)
+    ck.pop("vocab", None)
+    key = next(k for k, v in ck["model"].items() if v.ndim == 2 and v.shape[0] > 10 and "emb" in k)
+    ck["model"][key] = torch.cat([ck["model"][key], ck["model"][key][:3]])
+    torch.save(ck, best)
+    before = snapshot(work)
+    rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val")
+    assert_one_clear_error(rc, out, err, "propose", best, "checkpoint does not fit the model", "size mismatch")
+    after = snapshot(work)
+    assert {k: v for k, v in after.items() if k in before} == before
