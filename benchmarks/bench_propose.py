@@ -50,7 +50,7 @@ def run(cfg, args) -> None:
 
     ws = Workspace.open(cfg)
     model = load_trained(cfg, ws, "sepnms")
-    heads = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=1 << 20)
+    heads = HeadCache.for_config(cfg, ws.refdb, size=1 << 20)  # features.source: h5 or images
     work = [(iid, exprs) for s in SPLITS for iid, exprs in ws.refdb.by_image(s).items()]
     n_expr = sum(len(e) for _, e in work)
     n_cand = [len(ws.candidates.get(iid)) for iid, _ in work]

@@ -168,7 +168,7 @@ def test_huge_declared_head_is_refused_before_reading(tmp_path):
 
 @pytest.mark.parametrize("override", ["train.lr_head=-0.001", "train.epochs=0", "train.batch_size=0",
                                       "train.eval_every=0", "train.checkpoint_every=0", "clip.lr=0",
-                                      "evaluate.top_n_export=0", "propose.flush_every=0"])
+                                      "evaluate.top_n_export=-1", "propose.flush_every=0"])
 def test_config_value_that_cannot_work(tiny_world, prepared_copy, tmp_path, capsys, override):
     work, before = prepared_copy
     key = override.split("=")[0]

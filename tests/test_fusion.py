@@ -1,6 +1,8 @@
 """Fusion rules, class-wise NMS, and fusion of candidate tables (hand-computed expectations)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,30 @@ def test_fuse_table_missing_clip_column():
     fused = fuse_table(ProposalTable("val", "scored", [_cand(with_clip=True)]), FusionConfig(rule="sep+clip"))
     # (x + r + clip) * det = [0.7, 0.736, 0.14]; box 1 (0.736) suppresses box 0 (0.7)
     np.testing.assert_allclose(fused.expressions[0].scores["score"], [0.736, 0.14], rtol=1e-6)
+
+
+def test_object_clip_term_is_a_softmax_over_unique_confident_detections():
+    from sepnms.clip.proposals import object_clip_term
+
+    a, b, c = [0, 0, 10, 10], [20, 0, 30, 10], [22, 0, 34, 10]
+    box = np.array([a, a, b, c], np.float32)      # region A twice (two classes), B, C overlapping B
+    det = np.array([0.9, 0.5, 0.8, 0.1])           # C is not confident: not an object
+    cos = np.array([0.5, 0.4, 0.2, 0.9])
+    got = object_clip_term(box, det, cos, scale=10.0, min_det=0.3, nms_iou=0.5)
+    za, zb = math.exp(5.0), math.exp(2.0)          # objects A (its top crop's cosine) and B
+    np.testing.assert_allclose(got, [za / (za + zb), za / (za + zb), zb / (za + zb), zb / (za + zb)], rtol=1e-9)
+    # no candidate reaches min_det: the top one is the only object
+    np.testing.assert_allclose(object_clip_term(box, det, cos, min_det=0.95), [1, 1, 1, 1])
+    assert object_clip_term(np.zeros((0, 4)), [], []).shape == (0,)
+
+
+def test_sep_clip_uses_the_configured_clip_term():
+    from sepnms.config import FusionConfig
+    from sepnms.engine.fusion import clip_input
+
+    box = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32)
+    cand = ExpressionCandidates(1, 1, 1, box, np.array([1, 2], np.int32), np.array([0.9, 0.8], np.float32),
+                                {"clip_score": np.array([0.5, 0.5], np.float32), "clip_cos": np.array([0.3, 0.1], np.float32)})
+    np.testing.assert_array_equal(clip_input(cand, FusionConfig(clip_term="candidates")), [0.5, 0.5])
+    objects = clip_input(cand, FusionConfig(clip_term="objects"))
+    np.testing.assert_allclose(objects, [1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(2.0))], rtol=1e-6)

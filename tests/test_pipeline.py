@@ -112,3 +112,19 @@ def test_demo_end_to_end(tmp_path):
     entries = json.loads(dets[0].read_text())
     assert entries and set(entries[0]) == {"det_id", "h5_id", "ref_id", "sent_id", "image_id", "box",
                                            "category_id", "category_name", "split", "fin_score"}
+
+    # <demo>/config.yaml points at the demo's world and workdir: later commands need nothing else
+    from sepnms.config import load_config
+
+    demo = tmp_path / "demo"
+    cfg = load_config(demo / "config.yaml")
+    assert cfg.workdir == (demo / "work").resolve() and cfg.paths.refer_root == (demo / "world" / "refer").resolve()
+    assert "work/gallery/index.html" in report and (demo / "work" / "gallery" / "index.html").is_file()
+    assert len(list((demo / "work" / "gallery" / "thumbs").rglob("*.png"))) == cfg.gallery.max_thumbnails
+    moved = tmp_path / "moved"
+    shutil.move(demo, moved)  # relative paths: the folder can move
+    sid = int(entries[0]["sent_id"])
+    assert main(["show", "-c", str(moved / "config.yaml"), "--ids", str(sid), "-q"]) == 0
+    assert any((moved / "work" / "show").rglob(f"{sid}.png"))
+    assert main(["predict", "-c", str(moved / "config.yaml"), "--image", str(entries[0]["image_id"]),
+                 "--expr", "the ring", "-q"]) == 0

@@ -193,7 +193,7 @@ def cmd_fuse(args) -> None:
 def cmd_evaluate(args) -> None:
     from sepnms.engine.evaluate import evaluate
 
-    _print(evaluate(_cfg(args), args.methods, progress=not args.quiet))
+    _print(evaluate(_cfg(args), args.methods, progress=not args.quiet, dets=args.dets))
 
 
 def cmd_export(args) -> None:
@@ -248,7 +248,7 @@ def cmd_predict(args) -> None:
     pred = Predictor.from_config(_cfg(args), args.model, args.rule)
     proposals = pred.predict(args.image, args.expr)
     shown = proposals if args.all else [p for p in proposals if p.kept]
-    result = {"image_id": pred.image_id(args.image), "expression": args.expr, "model": pred.name, "rule": pred.rule,
+    result = {"image": args.image, "image_id": pred.image_id(args.image), "expression": args.expr, "model": pred.name, "rule": pred.rule,
               "conf": pred.conf, "proposals": [p.to_dict() for p in shown]}
     if args.figure:
         result["figure"] = str(pred.figure(args.image, args.expr, Path(args.figure), proposals))
@@ -261,6 +261,14 @@ def cmd_show(args) -> None:
     cfg = _cfg(args)
     paths = show(cfg, args.methods, args.split, args.n, args.select, args.ids, progress=not args.quiet)
     _print({"figures": len(paths), "folder": str(paths[0].parent) if paths else None})
+
+
+def cmd_gallery(args) -> None:
+    from sepnms.engine.gallery import gallery
+
+    cfg = _cfg(args)
+    limit = -1 if args.max_thumbnails is None else (None if args.max_thumbnails < 0 else args.max_thumbnails)
+    _print({"gallery": str(gallery(cfg, args.methods, args.splits, limit, progress=not args.quiet))})
 
 
 def cmd_ground(args) -> None:
@@ -354,11 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", cmd_evaluate, "hit rate / context recall / top-1 at matched proposals; sweeps and plots")
     p.add_argument("--methods", nargs="+", default=None, help="fused method names (default: all in <workdir>/fused)")
+    p.add_argument("--dets", action="append", default=None, metavar="FILE",
+                   help="also evaluate a MAttNet-style detection JSON (released, Ref-NMS exporter output or our "
+                        "export), reported under its file stem; repeatable")
 
     p = add("export", cmd_export, "write the MAttNet-style detection JSON of a method")
     p.add_argument("--method", required=True)
     p.add_argument("--splits", nargs="+", default=None)
-    p.add_argument("--top-n", type=int, default=None)
+    p.add_argument("--top-n", type=int, default=None,
+                   help="0: conf-selected at evaluate's conf (file ..._0.json; MAttNet --top-N 0); N: the N best per "
+                        "expression (..._N.json); default evaluate.top_n_export")
     p.add_argument("--tag", default="sepnms")
 
     p = add("downstream", cmd_downstream, "accuracy of a second stage's predictions (MAttNet convention)")
@@ -370,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = add("predict", cmd_predict, "proposals of a trained model for one image and one expression (JSON)")
-    p.add_argument("--image", required=True, metavar="ID_OR_PATH", help="an image id of the dataset")
+    p.add_argument("--image", required=True, metavar="ID_OR_PATH", help="an image id of the dataset, or an image file (then the detector of "
+                   "paths.detector_checkpoint proposes the candidates)")
     p.add_argument("--expr", required=True, metavar="TEXT", help="the referring expression")
     p.add_argument("--model", choices=["sepnms", "refnms", "sepnms_clipctx"], default="sepnms")
     p.add_argument("--rule", choices=["det", "refnms", "sep", "sep+clip"], default=None,
@@ -385,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", choices=["all", "hits", "misses", "disagree"], default=None,
                    help="hits/misses: of the last method; disagree: the methods' hit/miss differ (default show.select)")
     p.add_argument("--ids", type=int, nargs="+", default=None, metavar="SENT_ID", help="these expressions only")
+
+    p = add("gallery", cmd_gallery, "a static HTML page over an evaluation: cards, filters, metrics "
+                                     "(<workdir>/gallery/index.html)")
+    p.add_argument("--methods", nargs="+", default=None, help="default: gallery.methods or show.methods that exist")
+    p.add_argument("--splits", nargs="+", default=None, help="default: gallery.splits or evaluate.splits")
+    p.add_argument("--max-thumbnails", type=int, default=None, metavar="N",
+                   help="draw at most N thumbnails (-1: all; default gallery.max_thumbnails)")
 
     p = add("ground", cmd_ground, "the second stage (MAttNet): train it, or score candidate sets -> REC accuracy")
     p.add_argument("action", choices=["train", "eval"])

@@ -141,6 +141,12 @@ class FusionConfig(_Section):
     k: float = Field(2.0, ge=0)
     ref_cut: float = Field(0.03, ge=0, le=1)
     nms_iou: float = Field(0.3, gt=0, le=1)
+    clip_term: Literal["objects", "candidates"] = "objects"
+    """The CLIP term of ``sep+clip``: softmax over the image's unique confident detections
+    (``objects``) or over all candidate crops (``candidates``, ~1/M); docs/METHOD.md."""
+    clip_scale: float = Field(10.0, gt=0)
+    clip_object_det: float = Field(0.3, ge=0, le=1)
+    clip_object_nms: float = Field(0.5, gt=0, le=1)
 
 
 class EvaluateConfig(_Section):
@@ -153,7 +159,9 @@ class EvaluateConfig(_Section):
     bootstrap_samples: int = Field(2000, ge=100)
     """Resamples of the 95 % bootstrap interval given beside every rate."""
     bootstrap_seed: int = 0
-    top_n_export: int = Field(10, ge=1)
+    top_n_export: int = Field(0, ge=0)
+    """``export``: 0 = conf-selected at the conf chosen above (file ``..._0.json``, Ref-NMS's naming;
+    give MAttNet ``--top-N 0``); N > 0 = the N best proposals per expression (``..._N.json``)."""
     ctx_source: str = "train"
     """Which ctxdb (``prepare/ctxdb_<source>.json``) gives the context boxes of the context
     recall: ``train`` (= train.ctx_source), ``glove``, ``clip``, or another written one (the demo

@@ -88,3 +88,30 @@ def run_name(cfg: Config, model_type: Optional[str] = None) -> str:
 def model_dir(cfg: Config, name: str) -> Path:
     """``<workdir>/models/<name>``: where a trained model's checkpoints (``best.pt``, ``last.pt``) live."""
     return Path(cfg.workdir) / "models" / name
+
+
+def save_portable_config(cfg: Config, path: Path) -> Path:
+    """Write ``cfg`` as a complete config YAML at ``path``; paths inside ``path``'s folder are
+    written relative to it (``load_config`` resolves them against the file's folder), so the
+    folder can be moved as a whole.  The demo writes ``<demo dir>/config.yaml`` this way."""
+    import yaml
+
+    from sepnms.io.atomic import atomic_write_text
+
+    path = Path(path)
+    base = path.resolve().parent
+    data = cfg.model_dump(mode="json")
+
+    def rel(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        p = Path(value)
+        if p.is_absolute() and p.resolve().is_relative_to(base):
+            return p.resolve().relative_to(base).as_posix() or "."
+        return value
+
+    data["paths"] = {k: rel(v) for k, v in data["paths"].items()}
+    data["workdir"] = rel(data["workdir"])
+    atomic_write_text(path, "# written by `sepnms demo`: `sepnms <command> -c this file` runs on the demo's outputs\n"
+                      + yaml.safe_dump(data, sort_keys=False))
+    return path

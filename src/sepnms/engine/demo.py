@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from sepnms.config import Config, load_config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_recall, save_ctxdb
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
+from sepnms.engine.gallery import gallery
 from sepnms.engine.image_features import features_check
 from sepnms.data.refdb import load_refer
 from sepnms.engine.prepare import prepare
@@ -20,6 +22,7 @@ from sepnms.engine.train import train
 from sepnms.evaluation.report import metrics_table, write_report
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.refer import xywh_to_xyxy
+from sepnms.workdir import save_portable_config
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,14 @@ def mentions_ctxdb(cfg: Config, mentions: dict[int, dict]) -> CtxDB:
     return CtxDB("mentions", entries, {"source": "world mentions.json"})
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children: the work a stage
+    did, which unlike wall time does not grow when other programs share the cores."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None, progress: bool = True) -> dict[str, Any]:
     """World -> prepare -> encode-text -> CLIP-dagger fine-tuning and context labels -> train
     Ref-NMS, Sep-NMS (GloVe labels) and Sep-NMS (CLIP labels) -> propose -> fuse -> evaluate ->
@@ -59,12 +70,14 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     workdir = Path(workdir).resolve()
     overrides = list(overrides or [])
     timings: dict[str, float] = {}
+    cpu_timings: dict[str, float] = {}
 
     def timed(stage: str, fn, *args, **kw):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         log.info("demo: %s", stage)
         result = fn(*args, **kw)
         timings[stage] = time.perf_counter() - t0
+        cpu_timings[stage] = _cpu_seconds() - c0
         return result
 
     world_dir = workdir / "world"
@@ -72,6 +85,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     world_summary = timed("world", generate_world, world_dir, base, seed, progress)
     common = overrides + [f"seed={seed}", f"workdir={workdir / 'work'}", "evaluate.ctx_source=mentions"]
     cfg = load_config(world_dir / "config.yaml", common)
+    save_portable_config(cfg, workdir / "config.yaml")  # `sepnms show/predict/gallery -c <workdir>/config.yaml`
     cfg_clip = load_config(world_dir / "config.yaml", common + ["train.ctx_source=clip"])
     cfg_score = load_config(world_dir / "config.yaml", common + ["clip.score_proposals=true"])
     cfg_clip_score = load_config(world_dir / "config.yaml", common + ["train.ctx_source=clip", "clip.score_proposals=true"])
@@ -94,6 +108,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     metrics = timed("evaluate", evaluate, cfg, [m.name for m in DEMO_METHODS + ABLATION], progress=progress,
                     plot_groups={"": [m.name for m in DEMO_METHODS], "ablation": [m.name for m in ABLATION]})
     exported = timed("export", export, cfg, "sepnms")
+    page = timed("gallery", gallery, cfg, progress=progress)
 
     quality = {source: mention_precision_recall(load_ctxdb(ctxdb_path(cfg.workdir, source)), mentions)
                for source in ("glove", "clip")}
@@ -106,6 +121,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
         shutil.copyfile(png, workdir / png.name)
         images.append(png.name)
     timings["total"] = sum(timings.values())
+    cpu_timings["total"] = sum(cpu_timings.values())
     ablation = {m.name: metrics[m.name] for m in ABLATION}
     sections = ["## Ablation: context labels x fusion (Sep-NMS model)", "",
                 "Rows are `ablation_<labels>_<rule>`: the Sep-NMS model trained on GloVe/spaCy or CLIP-dagger "
@@ -118,7 +134,9 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
                  f"{feats['max_abs_diff']:.2e} (`features.source: images` reads the same features)."]
     sections += ["", "Context recall is measured against the world's recorded mentions (ground truth). "
                  "MAttNet-style detections: " + ", ".join(f"`{p.relative_to(workdir)}`" for p in exported)]
+    sections += ["", f"Gallery of the expressions (outcome per method, filters, search): "
+                 f"[{page.relative_to(workdir)}]({page.relative_to(workdir)})"]
     write_report(workdir / "report.md", {m.name: metrics[m.name] for m in DEMO_METHODS}, cfg.evaluate.splits,
                  cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images, ["\n".join(sections)],
-                 pairs=json.loads((Path(cfg.workdir) / "eval" / "paired_differences.json").read_text()))
+                 cpu_timings=cpu_timings, pairs=json.loads((Path(cfg.workdir) / "eval" / "paired_differences.json").read_text()))
     return public

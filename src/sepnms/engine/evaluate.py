@@ -23,11 +23,13 @@ from sepnms.engine.fusion import fuse_table
 from sepnms.workdir import safe_name
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.intervals import DEFAULT_PAIRS, paired_differences, with_intervals
-from sepnms.evaluation.metrics import choose_conf, conf_sweep, evaluate_at_conf, expression_outcomes, sweep_confs
+from sepnms.evaluation.metrics import (choose_conf, conf_sweep, evaluate_at_conf, expression_outcomes, outcome_means,
+                                       sweep_confs)
 from sepnms.evaluation.plots import plot_many
 from sepnms.io.atomic import atomic_write_json
 from sepnms.evaluation.export import to_matt_dets
-from sepnms.io.mattnet_dets import matt_dets_filename, write_matt_dets
+from sepnms.evaluation.released import dets_outcomes, group_by_expression
+from sepnms.io.mattnet_dets import matt_dets_filename, read_dets, write_matt_dets
 from sepnms.io.proposals import proposals_path, read_proposals, write_proposals
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,8 @@ def available_methods(cfg: Config) -> list[Method]:
 
 
 def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = True,
-             plot_groups: Optional[dict[str, list[str]]] = None) -> dict[str, Any]:
+             plot_groups: Optional[dict[str, list[str]]] = None,
+             dets: Optional[list[str | Path]] = None) -> dict[str, Any]:
     """Evaluate fused tables; returns metrics ``{method: {split: {...}}}`` (also written).
 
     Every rate comes with its 95 % bootstrap interval ``<rate>_ci: [low, high]`` (resampling the
@@ -106,6 +109,12 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     ``plot_groups`` maps a suffix to the methods drawn together (default: all in one figure),
     e.g. ``{"": [...], "ablation": [...]}`` -> ``hit_rate_vs_proposals.png`` and
     ``hit_rate_vs_proposals_ablation.png``.
+
+    ``dets``: MAttNet-style detection files (released ones, Ref-NMS's exporter output, our
+    ``export``) evaluated beside the fused tables, each under its file stem, for every split of
+    ``evaluate.splits`` it holds (``sepnms.evaluation.released``), with the same intervals; their
+    ``conf`` is null (the file is the selection).  With ``dets`` and no fused table, only the
+    files are evaluated.
     """
     ev = cfg.evaluate
     refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
@@ -114,8 +123,9 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     source = cfg.train.ctx_source if ev.ctx_source == "train" else ev.ctx_source
     ctxdb = load_ctxdb(ctxdb_path(cfg.workdir, source))
     names = methods or sorted(p.name for p in (Path(cfg.workdir) / "fused").glob("*") if p.is_dir())
-    if not names:
+    if not names and not dets:
         raise InputError(Path(cfg.workdir) / "fused", "no fused tables: run `sepnms fuse` first")
+    files = _read_det_files(dets or [], refdb, taken=set(names))
     metrics: dict[str, dict[str, Any]] = {}
     sweeps: dict[str, dict[str, Any]] = {}
     pairs: dict[str, dict[str, Any]] = {}
@@ -137,22 +147,54 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
                 "fused_table_sha256": table_sha256(path),  # export refuses a conf of another table
             }, outcomes[name], ev.bootstrap_seed, ev.bootstrap_samples)
             sweeps.setdefault(split, {})[name] = conf_sweep(table, gt, ctx, sweep_confs(table, ev.conf_grid_size), ev.hit_iou)
+        # the expressions in the order of the proposal tables (by image, then refdb order), so the
+        # means add up in the same order and an export of a fused table scores exactly as above
+        gt_in_table_order = {int(e["sent_id"]): gt[int(e["sent_id"])]
+                             for exprs in refdb.by_image(split).values() for e in exprs}
+        for name, by_sent in files.items():
+            if not any(s in by_sent for s in gt):
+                continue  # the file holds no expression of this split
+            outcomes[name] = dets_outcomes(by_sent, gt_in_table_order, ctx, ev.hit_iou)
+            m = outcome_means(outcomes[name], float("nan"))
+            metrics.setdefault(name, {})[split] = with_intervals(
+                {k: m[k] for k in METRIC_KEYS}, outcomes[name], ev.bootstrap_seed, ev.bootstrap_samples)
+            sweeps.setdefault(split, {})[name] = [m]  # one point: the file is one selection
         for a, b in DEFAULT_PAIRS:
             if a in outcomes and b in outcomes:
                 pairs.setdefault(f"{a} - {b}", {})[split] = paired_differences(
                     outcomes[a], outcomes[b], ev.bootstrap_seed, ev.bootstrap_samples)
+    for name, path in zip(files, dets or []):
+        if name not in metrics:
+            raise InputError(path, f"holds no expression of evaluate.splits {list(ev.splits)}")
+    names = names + list(files)
     out = Path(cfg.workdir) / "eval"
     atomic_write_json(out / "metrics.json", _json_safe(metrics), indent=2)
     atomic_write_json(out / "paired_differences.json", _json_safe(pairs), indent=2)
     atomic_write_json(out / "sweeps.json", _json_safe(sweeps))
     for suffix, group in (plot_groups or {"": names}).items():
         tail = f"_{suffix}" if suffix else ""
-        panels = {split: {n: sweeps[split][n] for n in group} for split in ev.splits}
-        marks = {split: {n: metrics[n][split] for n in group} for split in ev.splits}
+        panels = {split: {n: sweeps[split][n] for n in group if n in sweeps.get(split, {})} for split in ev.splits}
+        marks = {split: {n: metrics[n][split] for n in group if split in metrics.get(n, {})} for split in ev.splits}
         for key, title in (("hit_rate", "referent hit rate"), ("ctx_recall", "context recall")):
             plot_many(panels, out / f"{key}_vs_proposals{tail}.png", f"{cfg.dataset_tag}: {title}",
                       y_key=key, marks=marks, x_max=max(3 * ev.target_proposals, 10))
     return metrics
+
+
+#: the per-split keys of metrics.json shared by fused tables and detection files (before the intervals)
+METRIC_KEYS = ("hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "conf", "n_expressions")
+
+
+def _read_det_files(paths: list[str | Path], refdb, taken: set[str]) -> dict[str, dict[int, list[dict]]]:
+    """{method name (file stem, made unique): {sent_id: ranked entries}} of each detection file."""
+    split_of = {int(e["sent_id"]): str(e["split"]) for e in refdb.expressions}
+    out: dict[str, dict[int, list[dict]]] = {}
+    for path in map(Path, paths):
+        name, k = path.stem, 2
+        while name in taken or name in out:
+            name, k = f"{path.stem}_{k}", k + 1
+        out[name] = group_by_expression(read_dets(path), path, split_of)
+    return out
 
 
 def table_sha256(path: Path) -> str:
@@ -191,41 +233,54 @@ def _json_safe(obj: Any) -> Any:
 
 def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: Optional[int] = None,
            tag: str = "sepnms") -> list[Path]:
-    """MAttNet-style detection JSON of ``method``, at the conf chosen by ``evaluate``."""
+    """MAttNet-style detection JSON of ``method``.
+
+    ``top_n`` (default ``evaluate.top_n_export``): 0 = conf-selected, at the conf ``evaluate``
+    chose per split (top-1, then score > conf), named ``..._0.json`` as Ref-NMS names its
+    conf-selected exports (run MAttNet with ``--top-N 0``: keep every entry); N > 0 = the N
+    highest-scoring proposals of each expression, named ``..._N.json`` (no conf needed).
+    """
     safe_name(method, "method name")
     safe_name(tag, "tag")
     from sepnms.data.refdb import load_refer
 
+    top_n = top_n if top_n is not None else cfg.evaluate.top_n_export
+    if top_n < 0:
+        raise ConfigError(f"top-N of the export must be >= 0 (0 = conf-selected), got {top_n}")
+    metrics: dict[str, Any] = {}
     metrics_path = Path(cfg.workdir) / "eval" / "metrics.json"
-    if not metrics_path.is_file():
-        raise InputError(metrics_path, "not found: run `sepnms evaluate` first (export uses its conf)")
-    from sepnms.io.schemas import load_json
+    if top_n == 0:
+        if not metrics_path.is_file():
+            raise InputError(metrics_path, "not found: run `sepnms evaluate` first (export uses its conf)")
+        from sepnms.io.schemas import load_json
 
-    metrics = load_json(metrics_path, "sepnms metrics")
-    if not all(isinstance(v, dict) and all(isinstance(m, dict) and "conf" in m for m in v.values())
-               for v in metrics.values()):
-        raise InputError(metrics_path, "expected {method: {split: {conf, ...}}} (written by `sepnms evaluate`)")
-    if method not in metrics:
-        raise InputError(metrics_path, f"no metrics for method {method!r} (have {sorted(metrics)})")
+        metrics = load_json(metrics_path, "sepnms metrics")
+        if not all(isinstance(v, dict) and all(isinstance(m, dict) and "conf" in m for m in v.values())
+                   for v in metrics.values()):
+            raise InputError(metrics_path, "expected {method: {split: {conf, ...}}} (written by `sepnms evaluate`)")
+        if method not in metrics:
+            raise InputError(metrics_path, f"no metrics for method {method!r} (have {sorted(metrics)})")
     refer = load_refer(cfg)
     coco_ids = sorted(refer.cat_name)
     if len(coco_ids) != 80:
         raise InputError(cfg.instances_path(), f"{len(coco_ids)} categories; the detector's 80 classes need all 80 COCO categories")
-    top_n = top_n if top_n is not None else cfg.evaluate.top_n_export
     dets: list[dict] = []
     for split in splits or cfg.evaluate.splits:
-        if split not in metrics[method]:
-            raise InputError(metrics_path, f"no metrics for split {split!r} of method {method!r} (have "
-                                           f"{sorted(metrics[method])}): evaluate that split first")
         path = fused_path(cfg, method, split)
-        recorded = metrics[method][split].get("fused_table_sha256")
-        if recorded is not None and path.is_file() and table_sha256(path) != recorded:
-            raise InputError(path, f"changed since `sepnms evaluate` chose conf {metrics[method][split]['conf']} for "
-                                   f"it (re-fused with other settings?): {metrics_path} belongs to another table; "
-                                   "re-run `sepnms evaluate`")
+        if top_n == 0:
+            if split not in metrics[method] or metrics[method][split].get("conf") is None:
+                raise InputError(metrics_path, f"no metrics for split {split!r} of method {method!r} (have "
+                                               f"{sorted(metrics[method])}): evaluate that split first")
+            recorded = metrics[method][split].get("fused_table_sha256")
+            if recorded is not None and path.is_file() and table_sha256(path) != recorded:
+                raise InputError(path, f"changed since `sepnms evaluate` chose conf {metrics[method][split]['conf']} "
+                                       f"for it (re-fused with other settings?): {metrics_path} belongs to another "
+                                       "table; re-run `sepnms evaluate`")
+            picked = dict(top_n=None, conf=metrics[method][split]["conf"])
+        else:
+            picked = dict(top_n=top_n, conf=None)
         table = read_proposals(path)
-        conf = metrics[method][split]["conf"]
-        dets.extend(to_matt_dets(table, None, coco_ids, refer.cat_name, split, top_n, conf, start_det_id=len(dets)))
+        dets.extend(to_matt_dets(table, None, coco_ids, refer.cat_name, split, start_det_id=len(dets), **picked))
     path = Path(cfg.workdir) / "export" / matt_dets_filename(method, tag, cfg.dataset, cfg.split_by, top_n)
     write_matt_dets(path, dets)
     return [path]

@@ -8,7 +8,10 @@ column ``clip_score``).  A fusion rule turns them into one score ``S``:
 - ``det``:      S = S_det
 - ``refnms``:   S = x * S_det                                  (the Ref-NMS baseline)
 - ``sep``:      S = x * S_det + k * r * S_det, the ref term set to 0 where r * S_det < ref_cut
-- ``sep+clip``: S = (x + r + clip) * S_det
+- ``sep+clip``: S = (x + r + clip) * S_det, ``clip`` per ``fusion.clip_term``: ``objects`` (default)
+  = a softmax over the image's unique confident detections, each candidate taking its best-matching
+  object's value (:func:`sepnms.clip.proposals.object_clip_term`); ``candidates`` = the softmax
+  over all M candidate crops (column ``clip_score``), which is about 1/M.
 
 Then class-wise NMS on ``S`` (IoU threshold ``nms_iou``) keeps the candidate list.  The per-branch
 columns are kept so another fusion can be re-applied offline.
@@ -145,25 +148,44 @@ def _branch_inputs(cand: ExpressionCandidates) -> dict[str, Optional[np.ndarray]
     return {name: cand.scores.get(col) for name, col in INPUT_COLUMNS.items()}
 
 
+def clip_input(cand: ExpressionCandidates, fusion_cfg: FusionConfig) -> Optional[np.ndarray]:
+    """The ``clip`` input of ``sep+clip`` for one expression's M candidates ([M], or None when the
+    table has no CLIP-dagger columns), following ``fusion.clip_term``."""
+    if fusion_cfg.clip_term == "candidates":
+        return cand.scores.get(INPUT_COLUMNS["clip"])
+    cos = cand.scores.get("clip_cos")
+    if cos is None:
+        return None
+    from sepnms.clip.proposals import object_clip_term
+
+    return object_clip_term(cand.box, cand.det_score, cos, fusion_cfg.clip_scale, fusion_cfg.clip_object_det,
+                            fusion_cfg.clip_object_nms)
+
+
 def fuse_expression(
     cand: ExpressionCandidates,
     rule: str,
     k: float = 2.0,
     ref_cut: float = 0.03,
     nms_iou: float = 0.3,
+    clip: Optional[np.ndarray] = None,
 ) -> ExpressionCandidates:
     """Fuse one expression's candidates and apply class-wise NMS.
 
     Args:
         cand: M candidates (box [M,4], cls_idx [M], det_score [M], scores with the branch
             columns the rule needs).
+        clip: [M] the ``clip`` input, replacing the ``clip_score`` column (see :func:`clip_input`).
 
     Returns:
         The K kept candidates, by descending fused score, with ``scores['score']`` [K] (float32)
         added (replacing any earlier fused column) and the per-branch columns kept.
     """
     try:
-        fused = fuse_scores(rule, cand.det_score, k=k, ref_cut=ref_cut, **_branch_inputs(cand))
+        inputs = _branch_inputs(cand)
+        if clip is not None:
+            inputs["clip"] = clip
+        fused = fuse_scores(rule, cand.det_score, k=k, ref_cut=ref_cut, **inputs)
     except MissingScoreError as exc:
         raise MissingScoreError(f"sent_id {cand.sent_id}: {exc}") from None
     keep = classwise_nms(cand.box, fused, cand.cls_idx, nms_iou)
@@ -191,7 +213,8 @@ def fuse_table(table: ProposalTable, fusion_cfg: FusionConfig) -> ProposalTable:
                 f"{table.split} candidate table has only {sorted(present)}{hint}"
             )
     exprs = [
-        fuse_expression(e, rule, fusion_cfg.k, fusion_cfg.ref_cut, fusion_cfg.nms_iou)
+        fuse_expression(e, rule, fusion_cfg.k, fusion_cfg.ref_cut, fusion_cfg.nms_iou,
+                        clip_input(e, fusion_cfg) if rule == "sep+clip" else None)
         for e in table.expressions
     ]
     attrs = dict(table.attrs)
@@ -201,4 +224,6 @@ def fuse_table(table: ProposalTable, fusion_cfg: FusionConfig) -> ProposalTable:
         fusion_ref_cut=repr(float(fusion_cfg.ref_cut)),
         fusion_nms_iou=repr(float(fusion_cfg.nms_iou)),
     )
+    if rule == "sep+clip":
+        attrs["fusion_clip_term"] = fusion_cfg.clip_term
     return ProposalTable(table.split, "fused", exprs, attrs)

@@ -16,7 +16,7 @@ import torch
 from sepnms.config import Config
 from sepnms.engine.checkpoint import checkpoint_meta, save_checkpoint
 from sepnms.errors import OutputExistsError
-from sepnms.interop.release_weights import RELEASE_FORMATS, import_release_weights
+from sepnms.interop.release_weights import RELEASE_FORMATS, import_release_weights, release_model_type
 from sepnms.io.checkpoints import torch_load_weights
 from sepnms.io.parts import file_digest
 from sepnms.models.sepnms_model import build_model
@@ -33,9 +33,7 @@ def import_weights(cfg: Config, source: str | Path, fmt: str, name: Optional[str
     Raises InputError (naming the file) for a missing, unloadable or mismatching file, and
     OutputExistsError when the checkpoint exists and ``overwrite`` is not set.
     """
-    from sepnms.interop.release_weights import _model_type
-
-    model_type = _model_type(fmt)
+    model_type = release_model_type(fmt)
     name = safe_name(name or run_name(cfg, model_type), "model name")
     out = model_dir(cfg, name) / "best.pt"
     if out.exists() and not overwrite:

@@ -6,9 +6,10 @@ expression through the functions ``propose`` uses (:func:`sepnms.engine.propose.
 ``fuse`` does and selects at the method's conf as ``evaluate`` does.  So for an expression of the
 dataset its scores equal the rows of ``<workdir>/proposals/<model>/<split>.h5``.
 
-``image`` is an image id of the prepared dataset (its candidates and head features are read from
-the workdir).  An image *file* needs the detector (``sepnms.detection``, the "From images" issue);
-without it the error says so.
+``image`` is an image id of the prepared dataset (its candidate pool and head features are read
+from the workdir) or an image file: then the detector (``sepnms.detection``,
+``paths.detector_checkpoint``) gives the candidate pool (``prepare``'s initial filter at test
+time) and the C4 map.
 """
 from __future__ import annotations
 
@@ -148,6 +149,7 @@ class Predictor:
         method = next((m.name for m in STANDARD_METHODS if (m.model, m.rule) == (model, self.rule)), None)
         self.conf = method_conf(cfg, method) if method else None
         self.categories = category_names(cfg)
+        self._det = None  # the detector, loaded for the first image file
 
     @classmethod
     def from_config(cls, cfg: Config | str | Path, model: str = "sepnms", rule: Optional[str] = None,
@@ -163,9 +165,9 @@ class Predictor:
         return cls(workdir_config(Path(workdir), model), model, rule)
 
     # -----------------------------------------------------------------------------------
-    def image_id(self, image: int | str | Path) -> int:
-        """The dataset image id ``image`` names; an InputError for an unknown id, and for an image
-        file when the detector is not available."""
+    def image_id(self, image: int | str | Path) -> Optional[int]:
+        """The dataset image id ``image`` names, or None for an image file; an InputError for an
+        unknown id or a path that is no file."""
         text = str(image).strip()
         refdb_path = Path(self.cfg.workdir) / "prepare" / "refdb.json"
         if isinstance(image, (int, np.integer)) or re.fullmatch(r"\d+", text):
@@ -176,9 +178,52 @@ class Predictor:
                                              f"({len(self.ws.refdb.images)} images; e.g. {some})")
             return iid
         if Path(text).is_file():
-            raise InputError(text, "an image file needs the detector (`sepnms detect`, issue 'From images'), "
-                                   "which this installation does not provide yet; pass an image id of the dataset")
+            return None
         raise InputError(text, "neither an image id of the dataset nor an existing image file")
+
+    def _inputs(self, image: int | str | Path):
+        """(candidates, head [1, C, Hf, Wf], scale, width, height) of a dataset image (the prepared
+        pool and C4 map) or of an image file (the detector: MAttNet's candidate pool rule at test
+        time, ``prepare.min_candidates_test``, and its C4 map)."""
+        iid = self.image_id(image)
+        if iid is not None:
+            head, scale = self.heads.get(iid)
+            w, h = self.ws.refdb.image_size(iid)
+            return self.ws.candidates.get(iid), head, scale, w, h
+        from sepnms.data.candidates import initial_filter
+        from sepnms.detection.preprocess import preprocess
+        from sepnms.io.images import read_rgb
+
+        path = Path(str(image).strip())
+        model, dc, p = self._detector(), self.cfg.detector, self.cfg.prepare  # first: says what is missing
+        rgb = read_rgb(path)
+        h, w = rgb.shape[:2]
+        blob, info = preprocess(rgb, dc.pixel_means, dc.test_scale, dc.test_max_size, device=self.cfg.device)
+        dets, c4 = model.detect(blob, info[None], [(h, w)])
+        cand = initial_filter(dets[0].boxes.float().cpu().numpy(), dets[0].scores.float().cpu().numpy(),
+                              p.class_prob_threshold, p.threshold_step, p.min_candidates_test, -1, path)
+        return cand, c4.float().cpu(), float(info[2]), w, h
+
+    def _detector(self):
+        if self._det is None:
+            from sepnms.detection.checkpoint import load_detector
+            from sepnms.engine.image_features import check_channels, detector_checkpoint
+
+            ckpt = detector_checkpoint(self.cfg)
+            if not ckpt.is_file():
+                raise InputError(ckpt, "detector checkpoint not found (paths.detector_checkpoint); an image file "
+                                       "needs the detector")
+            check_channels(self.cfg)
+            self._det = load_detector(ckpt, self.cfg.detector, self.cfg.device)
+        return self._det
+
+    def image(self, image: int | str | Path) -> np.ndarray:
+        """[H, W, 3] uint8 RGB pixels of a dataset image or an image file."""
+        from sepnms.engine.show import load_image
+        from sepnms.io.images import read_rgb
+
+        iid = self.image_id(image)
+        return load_image(self.cfg, self.ws.refdb, iid) if iid is not None else read_rgb(str(image).strip())
 
     @torch.no_grad()
     def score(self, image: int | str | Path, expression: str):
@@ -188,11 +233,9 @@ class Predictor:
 
         if not isinstance(expression, str) or not expression.strip():
             raise SepNMSError("the expression is empty")
-        iid = self.image_id(image)
         cfg, dev = self.cfg, self.cfg.device
-        head, scale = self.heads.get(iid)
-        w, h = self.ws.refdb.image_size(iid)
-        cand = self.ws.candidates.get(iid)
+        cand, head, scale, w, h = self._inputs(image)
+        iid = cand.image_id
         feats, loc = roi_inputs(self.model, head, scale, cand.box, float(w), float(h), dev)
         expr = {"sent_id": -1, "ref_id": -1, "image_id": iid, "sent": expression, "tokens": tokenize(expression)}
         text = None
@@ -204,6 +247,9 @@ class Predictor:
         ref, ctx = relatedness_scores(self.model, feats, loc, [self.ws.word_ids(expr["tokens"], None)], text, dev)
         scored = pack_scores([expr], cand, ref, ctx)
         if self.dagger is not None:
+            if self.image_id(image) is None:
+                raise SepNMSError("CLIP-dagger scoring (clip.score_proposals / rule sep+clip) of an image file is "
+                                  "not supported; use a dataset image id or another rule")
             add_clip_scores(cfg, self.dagger, self.ws, iid, cand, [expr], scored)
         return scored[0]
 
@@ -211,13 +257,13 @@ class Predictor:
         """Every candidate of ``image`` scored for ``expression``, by descending fused score;
         ``kept`` marks the proposals the method keeps (class-wise NMS, then the conf of
         ``evaluate`` when it has run, else every NMS survivor)."""
-        from sepnms.engine.fusion import classwise_nms, fuse_scores
+        from sepnms.engine.fusion import classwise_nms, clip_input, fuse_scores
         from sepnms.evaluation.metrics import select_by_conf
 
         ec = self.score(image, expression)
         f = self.cfg.fusion
         fused = fuse_scores(self.rule, ec.det_score, ref=ec.scores.get("ref_score"), ctx=ec.scores.get("ctx_score"),
-                            clip=ec.scores.get("clip_score"), k=f.k, ref_cut=f.ref_cut)
+                            clip=clip_input(ec, f), k=f.k, ref_cut=f.ref_cut)
         nms_kept = classwise_nms(ec.box, fused, ec.cls_idx, f.nms_iou)
         conf = -np.inf if self.conf is None else self.conf
         kept = set(nms_kept[select_by_conf(fused[nms_kept], conf)].tolist())
@@ -234,13 +280,12 @@ class Predictor:
     def figure(self, image: int | str | Path, expression: str, out: Path,
                proposals: Optional[list[Proposal]] = None) -> Path:
         """Draw the kept proposals of ``expression`` on ``image`` (one panel, as ``sepnms show``)."""
-        from sepnms.engine.show import load_image
         from sepnms.evaluation.figures import Panel, draw_expression
 
         props = [p for p in (proposals if proposals is not None else self.predict(image, expression)) if p.kept]
         panel = Panel(self.name, np.asarray([p.box for p in props], np.float64).reshape(-1, 4),
                       [p.category for p in props], np.asarray([p.fused_score for p in props]))
         sc = self.cfg.show
-        return draw_expression(load_image(self.cfg, self.ws.refdb, self.image_id(image)), expression, None,
+        return draw_expression(self.image(image), expression, None,
                                np.zeros((0, 4)), [panel], out, panel_px=sc.panel_px, dpi=sc.dpi,
                                max_labels=sc.max_labels)

@@ -53,7 +53,7 @@ class Evaluation:
         self.refdb = refdb or load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
         self.categories = categories if categories is not None else category_names(cfg)
         self.ctxdb = ctxdb if ctxdb is not None else _ctxdb(cfg)
-        metrics = _metrics(cfg)
+        metrics = load_metrics(cfg)
         self.confs: dict[str, float] = {}
         self.tables: dict[str, dict[int, ExpressionCandidates]] = {}
         for m in self.methods:
@@ -100,7 +100,7 @@ def metrics_path(cfg: Config) -> Path:
     return Path(cfg.workdir) / "eval" / "metrics.json"
 
 
-def _metrics(cfg: Config) -> dict[str, Any]:
+def load_metrics(cfg: Config) -> dict[str, Any]:
     path = metrics_path(cfg)
     if not path.is_file():
         raise InputError(path, "not found: run `sepnms evaluate` first (the figures keep what it counts)")

@@ -92,7 +92,8 @@ def _place_labels(ax, renderer, items, pw: int, ph: int, sx: float, sy: float, f
         t = ax.text(0, 0, text, fontsize=fontsize, color="white", va="top", ha="left",
                     bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.0, "alpha": 0.85})
         ext = t.get_window_extent(renderer)
-        w, h = ext.width + 3, ext.height + 3  # with the bbox pad
+        pad = renderer.points_to_pixels(1.0)  # the label box's pad on every side
+        w, h = ext.width + 2 * pad + 1, ext.height + 2 * pad + 1
         x0, y0, x1, y1 = box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
         tries = [(x0, y0 - h), (x0, y0), (x0, y1), (x1 - w, y0 - h)]
         tries += [(x0, y) for y in np.arange(0, ph, max(2.0, h / 2))]
@@ -108,7 +109,7 @@ def _place_labels(ax, renderer, items, pw: int, ph: int, sx: float, sy: float, f
             t.remove()
             continue
         placed.append(spot)
-        t.set_position((spot[0] / sx, spot[1] / sy))
+        t.set_position(((spot[0] + pad) / sx, (spot[1] + pad) / sy))
 
 
 def draw_expression(
@@ -138,8 +139,9 @@ def draw_expression(
     canvas = FigureCanvasAgg(fig)
     renderer = canvas.get_renderer()
     chars = max(20, int(fw / (0.62 * fontsize * 1.4 * dpi / 72)))
-    fig.text(0.5, 1 - 4 / fh, "\n".join(textwrap.wrap(f'"{title}"', chars)[:2]), ha="center", va="top",
-             fontsize=fontsize * 1.4)
+    if title_px > 0:  # thumbnails (title_px=0) leave the expression to the page
+        fig.text(0.5, 1 - 4 / fh, "\n".join(textwrap.wrap(f'"{title}"', chars)[:2]), ha="center", va="top",
+                 fontsize=fontsize * 1.4)
     ctx = np.asarray(ctx_boxes, dtype=np.float64).reshape(-1, 4)
     for i, p in enumerate(panels):
         left = i * (pw + GAP_PX)

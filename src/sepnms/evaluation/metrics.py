@@ -262,14 +262,19 @@ def evaluate_at_conf(
         ``{conf, hit_rate, proposals_per_expression, top1_accuracy, ctx_recall, n_expressions}``:
         the means of :func:`expression_outcomes` (ctx recall over expressions with context).
     """
-    o = expression_outcomes(table, gt_by_sent, ctx_by_sent, conf, iou, score_key)
+    return outcome_means(expression_outcomes(table, gt_by_sent, ctx_by_sent, conf, iou, score_key), conf)
+
+
+def outcome_means(o: Mapping[str, np.ndarray], conf: float) -> dict:
+    """The rates of per-expression outcomes (``expression_outcomes``, or a detection file's):
+    ``{conf, hit_rate, proposals_per_expression, top1_accuracy, ctx_recall, n_expressions}``."""
     return {
         "conf": float(conf),
         "hit_rate": _mean(o["hit"].tolist()),
         "proposals_per_expression": _mean(o["kept"].tolist()),
         "top1_accuracy": _mean(o["top1"].tolist()),
         "ctx_recall": _nanmean(o["ctx_recall"]),
-        "n_expressions": len(table),
+        "n_expressions": len(o["sent_id"]),
     }
 
 

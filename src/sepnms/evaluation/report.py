@@ -17,6 +17,10 @@ def _fmt(v: Any, pct: bool = True) -> str:
     return str(v)
 
 
+def _seconds(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def _rate(m: Mapping[str, Any], key: str) -> str:
     """``33.8 [29.1, 38.6]``: the rate with its 95 % interval when the entry has one."""
     ci = m.get(f"{key}_ci")
@@ -44,7 +48,7 @@ def write_report(
     world_summary: Optional[Mapping[str, Any]] = None, prepare_summary: Optional[Mapping[str, Any]] = None,
     ctx_quality: Optional[Mapping[str, Mapping[str, float]]] = None, timings: Optional[Mapping[str, float]] = None,
     images: Optional[list[str]] = None, extra_sections: Optional[list[str]] = None,
-    pairs: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    pairs: Optional[Mapping[str, Mapping[str, Any]]] = None, cpu_timings: Optional[Mapping[str, float]] = None,
 ) -> None:
     lines = ["# Sep-NMS demo report", ""]
     lines += ["All numbers were measured in this run on the embedded world (synthetic images in the real "
@@ -86,6 +90,9 @@ def write_report(
     if images:
         lines += ["## Curves", ""] + [f"![{Path(i).stem}]({i})" for i in images] + [""]
     if timings:
-        lines += ["## Timings (this run)", "", "| stage | seconds |", "|---|---:|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()] + [""]
+        cpu_timings = cpu_timings or {}
+        lines += ["## Timings (this run)", "",
+                  "Wall seconds grow when other programs share the cores; CPU seconds (all threads of this "
+                  "process) measure the work.", "", "| stage | wall s | CPU s |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v:.1f} | {_seconds(cpu_timings.get(k))} |" for k, v in timings.items()] + [""]
     atomic_write_text(path, "\n".join(lines))

@@ -10,6 +10,8 @@ from sepnms.interop.release_weights import (
     export_release_weights,
     import_release_weights,
     release_key_map,
+    release_model_type,
 )
 
-__all__ = ["RELEASE_FORMATS", "ImportReport", "export_release_weights", "import_release_weights", "release_key_map"]
+__all__ = ["RELEASE_FORMATS", "ImportReport", "export_release_weights", "import_release_weights", "release_key_map",
+           "release_model_type"]

@@ -73,7 +73,8 @@ class ImportReport:
         return asdict(self)
 
 
-def _model_type(fmt: str) -> str:
+def release_model_type(fmt: str) -> str:
+    """The project model type (``sepnms`` / ``refnms``) of a release format; ConfigError if unknown."""
     if fmt not in RELEASE_FORMATS:
         raise ConfigError(f"unknown release format {fmt!r}; choose one of {sorted(RELEASE_FORMATS)}")
     return RELEASE_FORMATS[fmt]
@@ -131,7 +132,7 @@ def import_release_weights(model: torch.nn.Module, state_dict: Any, fmt: str,
         InputError(source, ...): not a state dict, or missing / unexpected keys or shape
             mismatches (all named in one line).
     """
-    model_type = _model_type(fmt)
+    model_type = release_model_type(fmt)
     if getattr(model, "model_type", None) != model_type:
         raise ConfigError(f"--format {fmt} needs a {model_type!r} model, got {getattr(model, 'model_type', None)!r}")
     if not isinstance(state_dict, Mapping) or not state_dict:
@@ -191,7 +192,7 @@ def export_release_weights(model: torch.nn.Module, fmt: Optional[str] = None) ->
     authors' scripts can load a model trained here.  ``fmt`` defaults to the model's type."""
     model_type = getattr(model, "model_type", None)
     fmt = fmt or {v: k for k, v in RELEASE_FORMATS.items()}.get(model_type)
-    if fmt is None or _model_type(fmt) != model_type:
+    if fmt is None or release_model_type(fmt) != model_type:
         raise ConfigError(f"cannot export a {model_type!r} model as {fmt!r}")
     own = model.state_dict()
     return {theirs: own[ours].detach().cpu().clone() for theirs, ours in release_key_map(model).items()}

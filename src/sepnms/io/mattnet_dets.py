@@ -9,11 +9,15 @@ per expression::
 named ``matt_dets_<model>_<tag>_<dataset>_<splitBy>_<topN>.json``.
 
 MAttNet's own detections (``res101_coco_minus_refer_notime_dets.json``) are per image, use
-inclusive pixels (w = x2 - x1 + 1) and carry ``score``.  :func:`read_dets` reads both.
+inclusive pixels (w = x2 - x1 + 1) and carry ``score``.  Ref-NMS's exporter
+(``tools/save_matt_dets.py``, and the authors' released files) writes our layout without any
+score field: its entries of one expression are in descending fused score, so the order written is
+the ranking.  :func:`read_dets` reads all three.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -21,6 +25,13 @@ from typing import Any, Mapping, Optional
 
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+#: the box conventions :func:`detect_convention` tells apart
+SCORED = "sepnms"          # fin_score, w = x2 - x1
+MATTNET = "mattnet"        # score, w = x2 - x1 + 1
+UNSCORED = "refnms"        # no score field (Ref-NMS's exporter), w = x2 - x1, ranked as written
 
 def matt_dets_filename(model: str, tag: str, dataset: str, split_by: str, top_n: Any) -> str:
     """``matt_dets_<model>_<tag>_<dataset>_<splitBy>_<topN>.json``."""
@@ -42,14 +53,31 @@ def _finite4(value: Any) -> Optional[list[float]]:
     return box if all(math.isfinite(v) for v in box) else None
 
 
+def detect_convention(entries: list[dict]) -> Optional[str]:
+    """``SCORED`` when every entry has ``fin_score``; ``MATTNET`` when every entry has ``score``
+    and none ``fin_score``; ``UNSCORED`` when none has either (Ref-NMS's exporter); None when the
+    entries mix these (or there are none)."""
+    if not entries:
+        return None
+    if all("fin_score" in d for d in entries):
+        return SCORED
+    if all("fin_score" not in d and "score" in d for d in entries):
+        return MATTNET
+    if all("fin_score" not in d and "score" not in d for d in entries):
+        return UNSCORED
+    return None
+
+
 def read_dets(path: str | Path, inclusive: Optional[bool] = None) -> list[dict]:
-    """Read a detection file in either convention.
+    """Read a detection file in any of the three conventions.
 
     Args:
         path: JSON list of entries with ``box: [x, y, w, h]``.
-        inclusive: True for MAttNet's own detections (x2 = x + w - 1), False for ours
-            (x2 = x + w).  None: decided per file - entries with ``fin_score`` are ours; entries
-            with ``score`` and no ``fin_score`` are MAttNet's.
+        inclusive: True for MAttNet's own detections (x2 = x + w - 1), False for ours and
+            Ref-NMS's (x2 = x + w).  None: decided per file (:func:`detect_convention`) - entries
+            with ``fin_score`` are ours; with ``score`` and no ``fin_score``, MAttNet's; with
+            neither, Ref-NMS's exporter output (exclusive; said in a log line, and the proposals of
+            an expression rank in the order written).
 
     Returns:
         the entries (as read) with ``box_xyxy`` [x1, y1, x2, y2] added, in the exclusive
@@ -57,7 +85,7 @@ def read_dets(path: str | Path, inclusive: Optional[bool] = None) -> list[dict]:
 
     Raises:
         InputError naming the file: missing, not JSON, not a list, an entry without a valid box,
-        an undecidable or mixed convention.
+        a mixed convention.
     """
     path = Path(path)
     if not path.is_file():
@@ -74,18 +102,18 @@ def read_dets(path: str | Path, inclusive: Optional[bool] = None) -> list[dict]:
         if _finite4(d.get("box")) is None:
             raise InputError(path, f"entry {i} has no valid 'box' (4 finite numbers [x, y, w, h]): {d.get('box')!r}")
     if inclusive is None and data:
-        ours = ["fin_score" in d for d in data]
-        theirs = ["fin_score" not in d and "score" in d for d in data]
-        if all(ours):
-            inclusive = False
-        elif all(theirs):
-            inclusive = True
-        else:
+        convention = detect_convention(data)
+        if convention is None:
             raise InputError(
                 path,
-                "cannot tell the box convention: entries must all carry 'fin_score' (sepnms/Ref-NMS, "
-                "w = x2 - x1) or all carry 'score' (MAttNet, w = x2 - x1 + 1), or pass inclusive=True/False",
+                "cannot tell the box convention: entries must all carry 'fin_score' (sepnms, w = x2 - x1), "
+                "all carry 'score' (MAttNet, w = x2 - x1 + 1) or none carry either (Ref-NMS's exporter, "
+                "w = x2 - x1), or pass inclusive=True/False",
             )
+        inclusive = convention == MATTNET
+        if convention == UNSCORED:
+            log.info("%s: no 'fin_score' or 'score' fields: read as Ref-NMS exporter output (w = x2 - x1; "
+                     "each expression's proposals ranked in the order written)", path)
     extra = 1.0 if inclusive else 0.0
     out = []
     for d in data:

@@ -906,7 +906,7 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
         data_images.append({
             "image_id": iid, "file_name": fname, "width": scene.width, "height": scene.height,
             "ref_ids": list(range(ref_id, ref_id + len(scene.referents))),
-            "ann_ids": [o.ann_id for o in objs],
+            "ann_ids": [o.ann_id for o in objs], "h5_id": len(data_images),
         })
         for o in objs:
             mask = o.labels > 0
@@ -921,7 +921,7 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
                 "id": o.ann_id,
             })
             data_anns.append({"ann_id": o.ann_id, "image_id": iid, "category_id": o.cat.coco_id,
-                              "box": [x, y, w, h], "area": float(mask.sum())})
+                              "box": [x, y, w, h], "area": float(mask.sum()), "h5_id": len(data_anns)})
             objects_gt[str(o.ann_id)] = {
                 "image_id": iid, "category_id": o.cat.coco_id, "noun": o.cat.noun, "shape": o.cat.shape,
                 "color": o.color, "size": o.size, "rgb": _round_list(o.rgb, 1),
@@ -977,6 +977,9 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
         "refs": data_refs, "images": data_images, "anns": data_anns, "sentences": data_sents,
         "word_to_ix": word_to_ix, "cat_to_ix": {name: cid for cid, name, _ in COCO_CATEGORIES},
         "label_length": label_length,
+        # MAttNet's prepro.py also writes its attribute vocabulary (refer-parser2 attribute words, top
+        # 50) and every loader reads it; the world's refs carry no parsed attributes (att_wds: [])
+        "att_to_ix": {}, "att_to_cnt": {},
     })
     atomic_write_json(out_dir / "mentions.json", mentions)
     atomic_write_json(out_dir / "objects.json", objects_gt)
