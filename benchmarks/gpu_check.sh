@@ -7,6 +7,7 @@
 #   2. `sepnms propose` on every split,
 #   3. the benchmarks (propose shared vs reference, CLIP crops cached vs per expression, train
 #      throughput and data-loading share, detect images/s in bf16) with --device cuda,
+#      and the second stage: `sepnms ground train` ($STEPS iterations, paper MAttNet) + `ground eval`,
 #   4. with 2+ GPUs: `sepnms train` and `sepnms propose` under torchrun (NCCL), one process per GPU.
 #
 #   bash benchmarks/gpu_check.sh                  # STEPS=300 IMAGES=64 by default
@@ -45,6 +46,10 @@ sys.path.insert(0, "benchmarks")
 from _common import build_workdir
 cfg, overrides = build_workdir(Path(sys.argv[1]), int(sys.argv[2]), "paper", extra=["device=cuda"])
 Path(sys.argv[1], "overrides.txt").write_text("\n".join(overrides) + "\n")
+from sepnms.config import load_config
+paper = load_config("paper").grounding.model_dump(mode="json")
+import json
+Path(sys.argv[1], "grounding.txt").write_text("".join(f"grounding.{k}={json.dumps(v)}\n" for k, v in paper.items()))
 print(f"prepared {cfg.workdir}")
 EOF
 
@@ -74,6 +79,16 @@ echo "== benchmarks on cuda"
 timed "bench_propose" python benchmarks/bench_propose.py --device cuda --images 16
 timed "bench_clip" python benchmarks/bench_clip.py --device cuda --images 8
 timed "bench_train" python benchmarks/bench_train.py --device cuda --amp --steps 50 --images "$IMAGES" --workers 4
+
+# the second stage (MAttNet) at paper size: its frozen layer4 is random here (no detector checkpoint)
+GSETS=()
+while IFS= read -r o; do [[ -n "$o" ]] && GSETS+=(--set "$o"); done < "$WORK/grounding.txt"
+GROUND=("${GSETS[@]}" --set grounding.layer4_source=random --set grounding.max_iters="$STEPS"
+        --set grounding.eval_every=100 --set grounding.checkpoint_every=100 --set grounding.val_max_sentences=128)
+echo "== sepnms ground train (MAttNet, paper size), $STEPS iterations, then ground eval"
+timed "ground train $STEPS iterations" sepnms ground train "${CFG[@]}" "${GROUND[@]}" --no-resume
+timed "ground eval" sepnms ground eval "${CFG[@]}" "${GROUND[@]}" --methods gt mattnet_dets
+timed "bench_ground" python benchmarks/bench_ground.py --device cuda --steps 20 --images "$IMAGES"
 
 # detect: the paper-size detector (ResNet-101, 600x800, 300 RoIs) in bf16, same-size images batched.
 # Goal: all 19,994 RefCOCO images in < 2 min on one H100-class GPU, i.e. >= 167 images/s

@@ -15,6 +15,9 @@ TINY = [
     "train.checkpoint_every=3",
     "clip.epochs=1",
     "clip.batch_size=8",
+    "grounding.max_iters=10",
+    "grounding.eval_every=5",
+    "grounding.batch_images=4",
 ]
 
 

@@ -593,7 +593,7 @@ def _proposed(tiny_world, trained, tmp_path, capsys) -> tuple[Path, Path, bytes]
     return work, table, table.read_bytes()
 
 
-def test_failing_propose_rerun_keeps_the_good_table(tiny_world, trained, tmp_path, capsys):
+def test_failing_propose_rerun_keeps_the_good_table(tiny_world, trained, tmp_path, capsys, caplog):
     from sepnms.io.head_feats import read_head, write_head
 
     work, table, earlier = _proposed(tiny_world, trained, tmp_path, capsys)
@@ -606,15 +606,29 @@ def test_failing_propose_rerun_keeps_the_good_table(tiny_world, trained, tmp_pat
     rc, out, err = cli(capsys, "propose", world, work, "--splits", "val")
     assert_one_clear_error(rc, out, err, "propose", world / "head_feats" / f"{first}.h5", "NaN or Inf")
     assert table.read_bytes() == earlier and temp_files(tmp_path) == []
+    # fuse uses the kept table, and says that a newer run has not finished
+    with caplog.at_level("WARNING"):
+        rc, out, err = cli(capsys, "fuse", world, work, "--model", "sepnms", "--rule", "sep", "--splits", "val")
+    assert rc == 0, err
+    assert f"{table}: a newer `sepnms propose` run of this split has not finished" in caplog.text
 
 
-def test_propose_merge_checks_free_space_first(tiny_world, trained, tmp_path, capsys, monkeypatch):
-    from sepnms.io import fs
+@pytest.mark.parametrize("where", ["part", "merge"])
+def test_propose_checks_free_space_first(tiny_world, trained, tmp_path, capsys, monkeypatch, where):
+    """Before a part file and before the merge (an HDF5 write on a full disk can crash the library)."""
+    from sepnms.io import fs, proposals
 
     work, table, earlier = _proposed(tiny_world, trained, tmp_path, capsys)
     monkeypatch.setattr(fs, "free_bytes", lambda folder: 4096)
+    if where == "merge":  # let the part files through, to reach the merge
+        monkeypatch.setattr(proposals, "ensure_free", lambda *a, **k: None)
     rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val", "--set", "propose.flush_every=2")
-    assert_one_clear_error(rc, out, err, "propose", table, "not enough free space for the merged file", "4.0 KiB free")
+    if where == "part":
+        assert_one_clear_error(rc, out, err, "propose", work / "proposals" / "sepnms" / "val.parts" / "part-",
+                               "not enough free space for the proposal table", "4.0 KiB free")
+    else:
+        assert_one_clear_error(rc, out, err, "propose", table, "not enough free space for the merged file",
+                               "4.0 KiB free")
     assert table.read_bytes() == earlier and temp_files(tmp_path) == []
 
 
@@ -642,3 +656,55 @@ def test_stale_parts_warning_says_what_and_why(tiny_world, trained, tmp_path, ca
     assert rc == 0, err
     assert (f"{parts}: discarding an empty parts folder (an earlier run stopped before finishing any part): "
             "written by another model or configuration (fingerprint 0123456789abcdef, now ") in caplog.text
+
+
+def test_out_of_memory_is_one_line(tiny_world, prepared_copy, tmp_path, capsys, monkeypatch):
+    import sepnms.engine.prepare as prep
+
+    work, before = prepared_copy
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(prep, "build_pools", exhausted)
+    rc, out, err = cli(capsys, "prepare", tiny_world, work, "--overwrite")
+    assert_one_clear_error(rc, out, err, "prepare", "out of memory")
+    assert_prepare_untouched(work, before, tmp_path)
+
+
+@pytest.mark.parametrize("command,name,content,needle", [
+    ("prepare", "prepare/manifest.json", b"\xc3\x28{}", "not UTF-8 text (byte 0xc3 at offset 0) (prepare manifest)"),
+    ("train", "prepare/vocab.json", b'{"words": [1, 2]}', "'words' must be a list of strings"),
+    ("train", "prepare/ctxdb_glove.json", b"[" * 100_000, "nested too deeply"),
+    ("export", "eval/metrics.json", b'{"sepnms": {"val": 0.3}}', "expected {method: {split: {conf, ...}}}"),
+], ids=["manifest not UTF-8", "vocab words not strings", "ctxdb nested too deeply", "metrics without conf"])
+def test_our_own_json_damaged(tiny_world, prepared_copy, tmp_path, capsys, command, name, content, needle):
+    """Our own JSON files (manifest, vocabulary, ctxdb, metrics) damaged: one line, not a traceback."""
+    work, _ = prepared_copy
+    path = work / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    before = snapshot(work)
+    extra = ["--method", "sepnms", "--splits", "val"] if command == "export" else []
+    rc, out, err = cli(capsys, command, tiny_world, work, *extra)
+    assert_one_clear_error(rc, out, err, command, path, needle)
+    assert snapshot(work) == before and temp_files(tmp_path) == []
+
+
+def test_checkpoint_without_vocabulary_record_that_does_not_fit(tiny_world, trained, tmp_path, capsys):
+    """A checkpoint written before checkpoints recorded their vocabulary, of another vocabulary
+    size: one line instead of torch's size-mismatch traceback."""
+    import torch
+
+    work = copy_work(trained, tmp_path)
+    best = work / "models" / "sepnms" / "best.pt"
+    ck = torch.load(best, weights_only=True)
+    ck.pop("vocab", None)
+    key = next(k for k, v in ck["model"].items() if v.ndim == 2 and v.shape[0] > 10 and "emb" in k)
+    ck["model"][key] = torch.cat([ck["model"][key], ck["model"][key][:3]])
+    torch.save(ck, best)
+    before = snapshot(work)
+    rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val")
+    assert_one_clear_error(rc, out, err, "propose", best, "checkpoint does not fit the model", "size mismatch")
+    after = snapshot(work)
+    assert {k: v for k, v in after.items() if k in before} == before

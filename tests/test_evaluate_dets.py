@@ -162,3 +162,17 @@ def test_evaluate_bad_dets_file_is_one_line_exit_2(fused, tiny_world, tmp_path, 
     rc, out, err = _cli(capsys, tiny_world, work, "evaluate", "--dets", str(bad))
     assert_one_clear_error(rc, out, err, "evaluate", bad, "sent_id 123456789 is no expression of this dataset")
     assert (work / "eval" / "metrics.json").read_bytes() == before
+
+
+def test_evaluate_dets_file_without_an_evaluated_split_is_refused(fused, tiny_world, tmp_path, capsys):
+    from sepnms.data.refdb import load_refdb
+    from test_bad_inputs import assert_one_clear_error
+
+    work = tmp_path / "work"
+    shutil.copytree(fused.workdir, work)
+    train = load_refdb(work / "prepare" / "refdb.json").split("train")[0]
+    path = tmp_path / "train_only.json"
+    path.write_text(json.dumps([_entry(int(train["sent_id"]), [0, 0, 5, 5], split="train")]))
+    rc, out, err = _cli(capsys, tiny_world, work, "evaluate", "--dets", str(path))
+    assert_one_clear_error(rc, out, err, "evaluate", path, "holds no expression of evaluate.splits")
+

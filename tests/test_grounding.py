@@ -288,3 +288,76 @@ def test_ground_eval_without_a_trained_model_is_one_line_and_exit_2(gcfg, tmp_pa
     assert main(["ground", "eval", "-c", str(tmp_path / "cfg.yaml"), "-q", "--methods", "gt"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "best.pt" in err and "Traceback" not in err
+
+
+def test_detection_files_become_candidate_sets(gcfg, tmp_path):
+    import json
+
+    from sepnms.engine.ground import file_sets
+    from sepnms.engine.ground_data import GroundingData
+    from sepnms.errors import InputError
+
+    data = GroundingData.open(gcfg)
+    s0 = data.sent_ids("val")[0]
+    ref = next(r for r in data.refs.values() if s0 in r["sent_ids"])
+    iid = ref["image_id"]
+    # MAttNet's own per-image file: inclusive pixels (w = x2 - x1 + 1), 'score'
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text(json.dumps([{"det_id": 1, "image_id": iid, "box": [10, 20, 31, 41], "category_id": 3, "score": 0.9}]))
+    sets = file_sets(theirs, data, "val")
+    np.testing.assert_allclose(sets[s0].boxes, [[10, 20, 40, 60]])
+    assert sets[s0].categories.tolist() == [3]
+    other = next(s for s in data.sent_ids("val") if sets[s].image_id != iid)
+    assert len(sets[other].boxes) == 0
+    # ours: per sentence, exclusive (w = x2 - x1), 'fin_score'
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps([{"sent_id": s0, "image_id": iid, "box": [10, 20, 30, 40], "category_id": 3,
+                                 "fin_score": 0.5}]))
+    sets = file_sets(ours, data, "val")
+    np.testing.assert_allclose(sets[s0].boxes, [[10, 20, 40, 60]])
+    assert all(len(sets[s].boxes) == 0 for s in sets if s != s0)
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps([{"sent_id": s0, "image_id": iid, "box": [1, 1, 2, 2], "fin_score": 0.5},
+                                 {"image_id": iid, "box": [1, 1, 2, 2], "fin_score": 0.5}]))
+    with pytest.raises(InputError, match="mixed"):
+        file_sets(mixed, data, "val")
+
+
+def test_two_stage_report_table_and_paired_difference():
+    from sepnms.evaluation.ground_report import paired_differences, two_stage_table
+
+    res = {"gt": {"val": {"downstream_accuracy": 0.75, "downstream_accuracy_ci": [0.5, 1.0], "downstream_n": 4,
+                          "candidates_per_sentence": 5.0}}}
+    table = two_stage_table(res, ["val", "testA"])
+    assert "| gt | 75.0 [50.0, 100.0] | 5.00 | - | - |" in table
+    hits = {"a": {"val": {1: 1.0, 2: 1.0, 3: 0.0, 4: 1.0}}, "b": {"val": {1: 0.0, 2: 1.0, 3: 0.0, 4: 0.0}}}
+    text = paired_differences(hits, [("a", "b"), ("a", "missing")], ["val"])
+    assert "| a - b | +50.0 [" in text and "missing" not in text
+
+
+@pytest.mark.slow
+def test_ground_train_under_torchrun_two_ranks(tiny_world, tmp_path):
+    """2 ranks (gloo, CPU): trains to max_iters, rank 0 writes the checkpoints, and the run refuses
+    to resume in one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from sepnms.engine.ground import train_grounding
+    from sepnms.errors import InputError
+    from tests.conftest import TINY
+
+    work = tmp_path / "work"
+    sets = [a for o in TINY + SMALL + [f"workdir={work}"] for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sepnms.cli",
+           "ground", "train", "--config", str(tiny_world / "config.yaml"), *sets, "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    summary = json.loads((work / "models" / "mattnet" / "train_summary.json").read_text())
+    assert summary["iterations"] == 6 and len(summary["history"]) == 2
+    last = torch.load(work / "models" / "mattnet" / "last.pt", weights_only=True)
+    assert last["state"]["world_size"] == 2 and last["state"]["iter"] == 6
+    cfg = load_config(tiny_world / "config.yaml", TINY + SMALL + [f"workdir={work}"])
+    with pytest.raises(InputError, match="same number"):
+        train_grounding(cfg, resume=True, progress=False)

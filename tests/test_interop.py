@@ -136,7 +136,8 @@ def release_forward(release, ids, matrix, roi, loc, bert):
     padded = nn.utils.rnn.pad_sequence(seqs, batch_first=True)
     packed = pack_padded_sequence(padded, torch.tensor([len(s) for s in seqs]), batch_first=True, enforce_sorted=False)
     n = len(ids)
-    return release(roi[None].expand(n, -1, -1, -1, -1), packed, bert, loc[None].expand(n, -1, -1))
+    lfeat = None if loc is None else loc[None].expand(n, -1, -1)
+    return release(roi[None].expand(n, -1, -1, -1, -1), packed, bert, lfeat)
 
 
 @pytest.mark.parametrize("fmt", ["sepnms-release", "refnms-release"])
@@ -255,6 +256,30 @@ def test_cli_import_weights_writes_the_checkpoint_propose_reads(tiny_world, prep
     model = load_trained(cfg, Workspace.open(cfg, need_text=False), "refnms")
     assert torch.equal(model.state_dict()["ctx_relatedness.gru.weight_hh_l0_reverse"], state["rnn.weight_hh_l0_reverse"])
     assert torch.equal(model.state_dict()["head.0.bn3.running_mean"], state["head.0.bn3.running_mean"])
+
+    # propose scores with it: its ctx_score is sigmoid(the release module's forward) on the same pooled RoIs
+    from sepnms.engine.inputs import HeadCache
+    from sepnms.engine.propose import propose
+    from sepnms.io.proposals import proposals_path, read_proposals
+    from sepnms.models.pooling import pool_rois
+
+    propose(cfg, "refnms", splits=["val"], progress=False)
+    ws = Workspace.open(cfg, need_text=False)
+    table = read_proposals(proposals_path(work, "refnms", "val")).by_sent_id()
+    release = ReleaseLike(False, c_in=cfg.model.feat_channels, mid=cfg.model.head_mid_channels,
+                          c_out=cfg.model.head_out_channels, blocks=cfg.model.head_blocks, word=cfg.model.word_dim,
+                          gru=cfg.model.gru_hidden, hidden=cfg.model.hidden_dim, embed=cfg.model.embed_dim)
+    release.load_state_dict(state)
+    release.eval()
+    expr = ws.refdb.split("val")[0]
+    row = table[int(expr["sent_id"])]
+    head, scale = HeadCache.for_config(cfg, ws.refdb).get(int(expr["image_id"]))
+    pooled = pool_rois(head, torch.from_numpy(np.asarray(row.box, np.float32)), scale, cfg.model.feat_stride,
+                       cfg.model.pool_size, cfg.model.pooling)                                  # [M, C, 7, 7]
+    with torch.no_grad():
+        (ctx,) = release_forward(release, [ws.word_ids(expr["tokens"], None)], ws.word_vectors, pooled, None, None)
+    assert len(row.box) > 1 and np.ptp(row.scores["ctx_score"]) > 1e-4  # not a comparison of constants
+    np.testing.assert_allclose(row.scores["ctx_score"], torch.sigmoid(ctx[0]).numpy(), rtol=1e-5, atol=1e-6)
 
     # a second import without --overwrite is refused; with it, it replaces the checkpoint
     rc = main(["import-weights", *base, "--from", str(src), "--format", "refnms-release"])

@@ -92,19 +92,27 @@ def test_demo_end_to_end(tmp_path):
     assert rc == 0
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     methods = {"det", "refnms", "sepnms", "sepnms_clipctx", "sepnms_clipctx_clipfuse"}
-    assert set(metrics) == methods
+    second = {"downstream_accuracy", "downstream_accuracy_ci", "downstream_n"}
+    assert set(metrics) == methods | {"gt", "mattnet_dets"}
+    for name in ("gt", "mattnet_dets"):
+        assert set(metrics[name]) == {"val", "testA", "testB"}
+        assert all(set(m) == second for m in metrics[name].values())
+    for name in methods | {"gt", "mattnet_dets"}:
+        for m in metrics[name].values():
+            lo, hi = m["downstream_accuracy_ci"]
+            assert 0.0 <= lo <= m["downstream_accuracy"] <= hi <= 1.0 and m["downstream_n"] > 0
     for name in methods:
         assert set(metrics[name]) == {"val", "testA", "testB"}
         for split, m in metrics[name].items():
             assert set(m) == {"hit_rate", "proposals_per_expression", "top1_accuracy", "ctx_recall", "conf",
-                              "hit_rate_ci", "top1_accuracy_ci", "ctx_recall_ci", "n_expressions"}
+                              "hit_rate_ci", "top1_accuracy_ci", "ctx_recall_ci", "n_expressions"} | second
             for rate in ("hit_rate", "top1_accuracy"):
                 low, high = m[f"{rate}_ci"]
                 assert low <= m[rate] <= high
             assert 0.0 <= m["hit_rate"] <= 1.0 and 0.0 <= m["top1_accuracy"] <= m["hit_rate"] + 1e-9
             assert m["proposals_per_expression"] >= 1.0
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert "Ablation" in report and "sepnms_clipctx_clipfuse" in report
+    assert "Ablation" in report and "sepnms_clipctx_clipfuse" in report and "Two-stage results" in report
     assert "## Paired differences" in report and "| sepnms - refnms |" in report and "| sepnms - det |" in report
     assert (tmp_path / "demo" / "hit_rate_vs_proposals.png").is_file()
     dets = list((tmp_path / "demo" / "work" / "export").glob("matt_dets_sepnms_*.json"))

@@ -79,7 +79,9 @@ def test_predictor_scores_equal_the_proposal_table(evaluated):
 
 def test_predictor_kept_matches_the_fused_table_at_the_chosen_conf(evaluated):
     """kept = class-wise NMS survivors selected at evaluate's conf: the same boxes the fused
-    table keeps at that conf."""
+    table keeps at that conf.  evaluate's conf is itself one of the fused scores, so a candidate
+    sits exactly on it; the Predictor's scores equal the table's to ~1e-7 only (batching), so a
+    candidate within 1e-5 of the conf may fall on either side and is left out of the comparison."""
     from sepnms import Predictor
     from sepnms.data.refdb import load_refdb
     from sepnms.engine.evaluate import fused_path
@@ -93,9 +95,11 @@ def test_predictor_kept_matches_the_fused_table_at_the_chosen_conf(evaluated):
     assert pred.conf == conf
     for e in load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json").split("val")[:3]:
         row = fused[int(e["sent_id"])]
-        want = {tuple(map(float, row.box[i])) for i in select_by_conf(row.scores["score"], conf)}
-        got = {p.box for p in pred.predict(e["image_id"], e["sent"]) if p.kept}
-        assert got == want
+        props = pred.predict(e["image_id"], e["sent"])
+        edge = {p.box for p in props if abs(p.fused_score - conf) <= 1e-5}
+        want = {tuple(map(float, row.box[i])) for i in select_by_conf(row.scores["score"], conf)} - edge
+        got = {p.box for p in props if p.kept} - edge
+        assert got == want and len(got) >= 1
 
 
 def test_predictor_unknown_words_still_get_proposals(evaluated):

@@ -6,7 +6,6 @@ same folder is refused unless ``overwrite`` is set, so outputs of two configurat
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -38,7 +37,9 @@ def check_stage(cfg: Config, stage: str, sections: tuple[str, ...] | None = None
     manifest = folder / "manifest.json"
     fp = cfg.fingerprint(*sections)
     if manifest.is_file() and not overwrite:
-        old = json.loads(manifest.read_text()).get("fingerprint")
+        from sepnms.io.schemas import load_json
+
+        old = load_json(manifest, f"{stage} manifest").get("fingerprint")
         if old != fp:
             raise OutputExistsError(
                 f"{folder} holds outputs of a different configuration (fingerprint {old}, now {fp}, "

@@ -12,7 +12,6 @@ cosine and probability) so thresholds can be swept without recomputation.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -123,10 +122,9 @@ def load_ctxdb(path: Path) -> CtxDB:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "ctxdb not found: run `sepnms prepare` (glove) or `sepnms clip-ctx` (clip) first")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+    from sepnms.io.schemas import load_json
+
+    data = load_json(path, FORMAT)
     if data.get("format") != FORMAT or data.get("version") != VERSION:
         raise InputError(path, f"not a {FORMAT} v{VERSION} file")
     return CtxDB(data["source"], {int(k): v for k, v in data["entries"].items()}, data.get("params", {}))

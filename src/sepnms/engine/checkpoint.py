@@ -82,3 +82,15 @@ def load_checkpoint(path: Path, cfg: Optional[Config] = None, model_type: Option
                                f"{Path(cfg.workdir) / 'prepare' / 'vocab.json'} ({mine['words']} words): a model of "
                                "another dataset or prepare run; train it on this workdir")
     return ckpt
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:
+    """``model.load_state_dict(ckpt["model"])``, an InputError naming ``path`` when the shapes or
+    names do not fit (a checkpoint of another dataset written before checkpoints recorded their
+    vocabulary, or of another code version) instead of torch's multi-line size-mismatch text."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise InputError(path, f"checkpoint does not fit the model ({first}): trained on another dataset or "
+                               "configuration?") from None

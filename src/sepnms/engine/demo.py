@@ -14,6 +14,7 @@ from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_r
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
 from sepnms.engine.gallery import gallery
+from sepnms.engine.ground import demo_second_stage
 from sepnms.engine.image_features import features_check
 from sepnms.data.refdb import load_refer
 from sepnms.engine.prepare import prepare
@@ -115,6 +116,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     keys = ("hit_rate", "hit_rate_ci", "proposals_per_expression", "top1_accuracy", "top1_accuracy_ci",
             "ctx_recall", "ctx_recall_ci", "conf", "n_expressions")
     public = {m.name: {split: {k: v[k] for k in keys} for split, v in metrics[m.name].items()} for m in DEMO_METHODS}
+    two_stage = timed("second stage", demo_second_stage, cfg, public, progress=progress)
     atomic_write_json(workdir / "metrics.json", public, indent=2)
     images = []
     for png in sorted((Path(cfg.workdir) / "eval").glob("*.png")):
@@ -137,6 +139,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     sections += ["", f"Gallery of the expressions (outcome per method, filters, search): "
                  f"[{page.relative_to(workdir)}]({page.relative_to(workdir)})"]
     write_report(workdir / "report.md", {m.name: metrics[m.name] for m in DEMO_METHODS}, cfg.evaluate.splits,
-                 cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images, ["\n".join(sections)],
-                 cpu_timings=cpu_timings, pairs=json.loads((Path(cfg.workdir) / "eval" / "paired_differences.json").read_text()))
+                 cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images,
+                 [two_stage, "\n".join(sections)], cpu_timings=cpu_timings,
+                 pairs=json.loads((Path(cfg.workdir) / "eval" / "paired_differences.json").read_text()))
     return public

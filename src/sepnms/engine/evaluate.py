@@ -9,6 +9,7 @@ expression (the same target for every method), and writes ``eval/metrics.json``,
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import math
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from sepnms.evaluation.export import to_matt_dets
 from sepnms.evaluation.released import dets_outcomes, group_by_expression
 from sepnms.io.mattnet_dets import matt_dets_filename, read_dets, write_matt_dets
 from sepnms.io.proposals import proposals_path, read_proposals, write_proposals
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,11 @@ def fuse(cfg: Config, method: Method, splits: Optional[list[str]] = None) -> dic
     fcfg = cfg.fusion.model_copy(update={"rule": method.rule})
     out = {}
     for split in splits or cfg.evaluate.splits:
-        table = read_proposals(proposals_path(cfg.workdir, method.model, split))
+        source = proposals_path(cfg.workdir, method.model, split)
+        if source.with_name(source.stem + ".parts").is_dir() and source.is_file():
+            log.warning("%s: a newer `sepnms propose` run of this split has not finished (%s.parts); fusing the "
+                        "table of the earlier run", source, source.stem)
+        table = read_proposals(source)
         fused = fuse_table(table, fcfg)
         fused.attrs["method"] = method.name
         path = fused_path(cfg, method.name, split)
@@ -156,7 +163,10 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
             if a in outcomes and b in outcomes:
                 pairs.setdefault(f"{a} - {b}", {})[split] = paired_differences(
                     outcomes[a], outcomes[b], ev.bootstrap_seed, ev.bootstrap_samples)
-    names = names + [n for n in files if n in metrics]
+    for name, path in zip(files, dets or []):
+        if name not in metrics:
+            raise InputError(path, f"holds no expression of evaluate.splits {list(ev.splits)}")
+    names = names + list(files)
     out = Path(cfg.workdir) / "eval"
     atomic_write_json(out / "metrics.json", _json_safe(metrics), indent=2)
     atomic_write_json(out / "paired_differences.json", _json_safe(pairs), indent=2)
@@ -242,7 +252,12 @@ def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: 
     if top_n == 0:
         if not metrics_path.is_file():
             raise InputError(metrics_path, "not found: run `sepnms evaluate` first (export uses its conf)")
-        metrics = json.loads(metrics_path.read_text())
+        from sepnms.io.schemas import load_json
+
+        metrics = load_json(metrics_path, "sepnms metrics")
+        if not all(isinstance(v, dict) and all(isinstance(m, dict) and "conf" in m for m in v.values())
+                   for v in metrics.values()):
+            raise InputError(metrics_path, "expected {method: {split: {conf, ...}}} (written by `sepnms evaluate`)")
         if method not in metrics:
             raise InputError(metrics_path, f"no metrics for method {method!r} (have {sorted(metrics)})")
     refer = load_refer(cfg)

@@ -166,7 +166,7 @@ def predict(net: MAttNet, vocab: GroundingVocab, feats: VisualFeatures, data: Gr
             for s in sids:
                 cs = sets[s]
                 m = len(cs.boxes)
-                inv = torch.as_tensor(inverse.reshape(-1)[start:start + m], dtype=torch.long)
+                inv = torch.as_tensor(inverse.reshape(-1)[start:start + m], dtype=torch.long, device=pool5.device)
                 start += m
                 key = (cs.boxes.astype(np.float32).tobytes(), np.asarray(cs.categories).tobytes())
                 if key not in distinct:
@@ -475,7 +475,8 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
                        progress: bool = True) -> dict[str, dict[str, dict[str, Any]]]:
     """Second-stage accuracy per method and split.
 
-    Writes ``<workdir>/ground/metrics.json``, one predictions file per (method, split) under
+    Writes ``<workdir>/ground/metrics.json``, ``<workdir>/ground/hits.json`` (``{method: {split:
+    {sent_id: 0 or 1}}}``, for paired comparisons), one predictions file per (method, split) under
     ``<workdir>/ground/predictions/`` (``[{sent_id, box: [x, y, w, h]}]``, readable by
     ``sepnms downstream``), and merges ``downstream_accuracy`` / ``_ci`` / ``_n`` into the split
     entries of ``<workdir>/eval/metrics.json``.
@@ -491,18 +492,20 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
     data = GroundingData.open(cfg)
     feats = VisualFeatures(cfg, data, size=0)
     results: dict[str, dict[str, dict[str, Any]]] = {}
+    hits: dict[str, dict[str, dict[str, float]]] = {}
     pred_dir = ground_dir(cfg) / "predictions"
     for name in names:
         for split in splits:
             sets = candidate_sets(cfg, data, name, split, dets_files)
             preds = predict(net, vocab, feats, data, sets, cfg, progress, desc=f"ground {name} {split}")
             m = accuracy_of(data, split, preds)
-            m.pop("hits")
+            hits.setdefault(name, {})[split] = dict(zip((str(s) for s in data.sent_ids(split)), m.pop("hits")))
             m["candidates_per_sentence"] = float(np.mean([len(s.boxes) for s in sets.values()])) if sets else 0.0
             results.setdefault(name, {})[split] = m
             atomic_write_json(pred_dir / f"{name}_{split}.json",
                               [{"sent_id": int(s), "box": _xywh(b)} for s, b in sorted(preds.items()) if b is not None])
     atomic_write_json(ground_dir(cfg) / "metrics.json", results, indent=2)
+    atomic_write_json(ground_dir(cfg) / "hits.json", hits)
     merge_into_metrics(Path(cfg.workdir) / "eval" / "metrics.json", results)
     return results
 
@@ -521,3 +524,32 @@ def merge_into_metrics(path: Path, results: dict[str, dict[str, dict[str, Any]]]
             entry.update({k: m[k] for k in ("downstream_accuracy", "downstream_accuracy_ci", "downstream_n")})
     atomic_write_json(path, metrics, indent=2)
 
+
+
+def load_hits(cfg: Config) -> dict[str, dict[str, dict[int, float]]]:
+    path = ground_dir(cfg) / "hits.json"
+    if not path.is_file():
+        raise InputError(path, "not found: run `sepnms ground eval` first")
+    raw = json.loads(path.read_text())
+    return {m: {s: {int(k): float(v) for k, v in h.items()} for s, h in per.items()} for m, per in raw.items()}
+
+
+#: the demo's comparisons of the two-stage table (Sep-NMS proposals against the detector's and Ref-NMS's)
+DEMO_PAIRS = (("sepnms", "det"), ("sepnms", "refnms"), ("sepnms", "mattnet_dets"),
+              ("sepnms_clipctx_clipfuse", "sepnms"))
+
+
+def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True) -> str:
+    """The demo's second stage: train MAttNet once, score gt boxes, MAttNet's detections and each of
+    ``public``'s first stages; add ``downstream_accuracy`` (+ ``_ci``, ``_n``) to ``public``'s split
+    entries (and rows ``gt``, ``mattnet_dets``); return the report section."""
+    from sepnms.evaluation.ground_report import ground_section
+
+    summary = train_grounding(cfg, resume=False, progress=progress)
+    methods = ["gt", "mattnet_dets"] + [m for m in public if m not in ("gt", "mattnet_dets")]
+    results = evaluate_grounding(cfg, methods, progress=progress)
+    for name, per_split in results.items():
+        for split, m in per_split.items():
+            public.setdefault(name, {}).setdefault(split, {}).update(
+                {k: m[k] for k in ("downstream_accuracy", "downstream_accuracy_ci", "downstream_n")})
+    return ground_section(results, load_hits(cfg), cfg.evaluate.splits, DEMO_PAIRS, summary)

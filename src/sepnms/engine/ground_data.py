@@ -142,7 +142,9 @@ class VisualFeatures:
         if cfg.features.source == "images" and data is not None:
             images = {iid: cfg.images_dir() / img.file_name for iid, img in data.images.items()}
         self.heads = HeadCache.for_config(cfg, images, size=4)
-        self.layer4 = frozen_layer4(m, cfg.grounding.layer4_source, cfg.paths.maskrcnn_checkpoint, cfg.seed)
+        self.device = torch.device(cfg.device)
+        self.layer4 = frozen_layer4(m, cfg.grounding.layer4_source, cfg.paths.maskrcnn_checkpoint,
+                                    cfg.seed).to(self.device)
         self.size = cfg.grounding.feature_cache_images if size is None else size
         self._cache: OrderedDict[Any, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.head_reads = 0
@@ -154,8 +156,8 @@ class VisualFeatures:
         m = self.cfg.model
         head, scale = self.heads.get(image_id)
         self.head_reads += 1
-        pool5 = pool_rois(head, torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4), scale, m.feat_stride,
-                          m.pool_size, m.pooling)
+        pool5 = pool_rois(head.to(self.device), torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4), scale,
+                          m.feat_stride, m.pool_size, m.pooling)
         out = (pool5, layer4_grid(self.layer4, pool5))
         if cache_key is not None and self.size > 0:
             self._cache[cache_key] = out
@@ -165,13 +167,15 @@ class VisualFeatures:
 
 
 def object_table(pool5: torch.Tensor, fc7: torch.Tensor, geom: ObjectGeometry) -> ObjectTable:
-    """The ObjectTable of one candidate set (its context features are its own objects' mean fc7)."""
+    """The ObjectTable of one candidate set (its context features are its own objects' mean fc7),
+    on the device of ``pool5``."""
+    dev = pool5.device
     mean_fc7 = fc7.mean(dim=(2, 3))                                        # [N, F]
-    idx = torch.from_numpy(geom.cxt_idx)
-    mask = torch.from_numpy(geom.cxt_mask)
+    idx = torch.from_numpy(geom.cxt_idx).to(dev)
+    mask = torch.from_numpy(geom.cxt_mask).to(dev)
     cxt = mean_fc7[idx.clamp(min=0)] * mask.unsqueeze(-1).to(mean_fc7.dtype)  # [N, K, F]
-    return ObjectTable(pool5, fc7, torch.from_numpy(geom.lfeats), torch.from_numpy(geom.dif_lfeats), cxt,
-                       torch.from_numpy(geom.cxt_lfeats), mask)
+    return ObjectTable(pool5, fc7, torch.from_numpy(geom.lfeats).to(dev), torch.from_numpy(geom.dif_lfeats).to(dev),
+                       cxt, torch.from_numpy(geom.cxt_lfeats).to(dev), mask)
 
 
 def concat_tables(tables: Sequence[ObjectTable]) -> ObjectTable:

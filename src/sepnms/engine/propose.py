@@ -23,7 +23,7 @@ from sepnms.data.candidates import Candidates
 from sepnms.engine.distributed import resolve_device
 from sepnms.engine.inputs import HeadCache, Workspace, pad_words
 from sepnms.clip.labeller import clip_autocast
-from sepnms.engine.checkpoint import load_checkpoint
+from sepnms.engine.checkpoint import load_checkpoint, load_weights
 from sepnms.errors import InputError
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.proposals import FORMAT as PROPOSALS_FORMAT
@@ -38,7 +38,7 @@ def load_trained(cfg: Config, ws: Workspace, model_type: str, which: str = "best
     path = model_dir(cfg, run_name(cfg, model_type)) / f"{which}.pt"
     ckpt = load_checkpoint(path, cfg, model_type)
     model = build_model(cfg.model, torch.from_numpy(ws.word_vectors), model_type)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt, path)
     return model.to(cfg.device).eval()
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from sepnms.config import Config
 from sepnms.engine.distributed import (all_reduce_sum, barrier, broadcast_buffers, process_group, rank_world,
                                        resolve_device)
-from sepnms.engine.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
+from sepnms.engine.checkpoint import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint
 from sepnms.engine.inputs import TrainingSet, Workspace, collate
 from sepnms.engine.train_guard import FreshRun, check_resume_settings, run_lock
 from sepnms.errors import ConfigError, InputError
@@ -175,7 +175,7 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
             raise InputError(last, f"this run was started with {ckpt['state'].get('world_size', 1)} process(es), now "
                                    f"{world}: resume it with the same number (the epoch position is per rank), "
                                    f"or start again with --no-resume")
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt, last)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]

@@ -29,6 +29,7 @@ import numpy as np
 
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_path
+from sepnms.io.fs import ensure_free
 
 FORMAT = "sepnms-proposals"
 VERSION = 1
@@ -93,6 +94,8 @@ def write_proposals(path: str | Path, table: ProposalTable) -> None:
         parts = [np.asarray(getter(e), dtype=dtype).reshape((-1,) + shape) for e in exprs]
         return np.concatenate(parts) if parts else np.zeros((0,) + shape, dtype)
 
+    # a full disk inside an HDF5 write can crash the library itself: check the known size first
+    ensure_free(path, int(counts.sum()) * (24 + 4 * len(cols)) + 24 * len(exprs), "proposal table")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT

@@ -162,8 +162,8 @@ def load_json(path: str | Path, what: str = "", expect: type = dict) -> Any:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): "
-                               f"not a {what or 'JSON'} file") from None
+        raise InputError(path, f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+                               f"{f' ({what})' if what else ''}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

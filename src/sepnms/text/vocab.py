@@ -63,7 +63,11 @@ def load_vocab(folder: Path) -> tuple[Vocab, np.ndarray]:
     for p in (vpath, mpath):
         if not p.is_file():
             raise InputError(p, "not found: run `sepnms prepare` first")
-    words = json.loads(vpath.read_text())["words"]
+    from sepnms.io.schemas import load_json
+
+    words = load_json(vpath, "sepnms vocabulary").get("words")
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise InputError(vpath, "'words' must be a list of strings (a sepnms vocabulary)")
     matrix = np.load(mpath)
     if matrix.shape[0] != len(words):
         raise InputError(mpath, f"{matrix.shape[0]} rows but {len(words)} words in {vpath}")
