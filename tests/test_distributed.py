@@ -183,6 +183,10 @@ def test_shard_and_merge_encode_text(prepared, tiny_world, tmp_path):
     single = _copy(prepared, tmp_path, "single")
     lib = _copy(prepared, tmp_path, "lib")
     cli = _copy(prepared, tmp_path, "cli")
+    # the prepared fixture holds a complete vectors file, which a shard run keeps until a merge
+    # replaces it: start these two without one, so "not merged" and "merged" can be told apart
+    vectors_path(lib).unlink()
+    vectors_path(cli).unlink()
     encode_text(single, progress=False, flush_every=3)
     for i in (2, 0):
         r = encode_text(lib, progress=False, shard=(i, 3), merge=False, flush_every=2)

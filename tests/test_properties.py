@@ -128,7 +128,7 @@ def refs_lists(draw, text=TEXT):
     refs = []
     for i in range(n):
         sents = []
-        for _ in range(draw(st.integers(0, 3))):
+        for _ in range(draw(st.integers(1, 3))):  # refer's refs hold >= 1 sentence (schema-checked)
             tokens = draw(st.lists(text, max_size=4))
             sents.append({"tokens": tokens, "raw": draw(text), "sent": " ".join(tokens), "sent_id": next(sent_ids)})
         refs.append({
