@@ -338,7 +338,8 @@ class GroundingConfig(_Section):
     """Probability of a same-category visual / language negative (when the image has one)."""
     layer4_source: Literal["maskrcnn", "random"] = "maskrcnn"
     """``maskrcnn``: the detector's layer4 from ``paths.maskrcnn_checkpoint``; ``random``: a seeded
-    random layer4 (the embedded world has no detector checkpoint).  Frozen either way."""
+    random layer4 (the demo's choice: the world's config sets no ``paths.maskrcnn_checkpoint``, and its
+    first-stage heads start from random weights too).  Frozen either way."""
     lr: float = 4e-4
     betas: tuple[float, float] = (0.8, 0.999)
     eps: float = 1e-8

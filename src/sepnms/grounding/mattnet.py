@@ -118,7 +118,7 @@ def frozen_layer4(m: ModelConfig, source: str, checkpoint: Optional[str], seed: 
     """The detector's layer4 (for fc7 = layer4 of the 7x7 crop), frozen, in eval mode.
 
     ``source='maskrcnn'`` loads ``resnet.layer4.*`` from the checkpoint; ``'random'`` seeds a
-    fresh one (the embedded world has no detector checkpoint).
+    fresh one (the demo's choice: the world's config sets no ``paths.maskrcnn_checkpoint``).
     """
     from sepnms.errors import ConfigError
     from sepnms.models.head import Layer4Head, load_layer4_from_maskrcnn
