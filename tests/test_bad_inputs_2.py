@@ -563,6 +563,7 @@ def test_propose_with_a_model_trained_on_another_vocabulary(tiny_world, trained,
 
 @pytest.mark.parametrize("command,extra,needle", [
     ("propose", ["--splits", "tset"], "split 'tset' has no expression in this refdb"),
+    ("fuse", ["--splits", "tset"], "split 'tset' has no expression in this refdb"),
     ("downstream", ["--split", "tset", "--predictions", "PRED"], "split 'tset' has no expression in this refdb"),
     ("downstream", ["--split", "val", "--predictions", "PRED"], "predictions name sent_ids that are not expressions of split 'val'"),
     ("evaluate", ["--set", "evaluate.splits=[val,tset]"], "evaluate.splits 'tset' has no expression"),

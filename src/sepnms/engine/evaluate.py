@@ -78,6 +78,9 @@ def fuse(cfg: Config, method: Method, splits: Optional[list[str]] = None) -> dic
     out = {}
     for split in splits or cfg.evaluate.splits:
         source = proposals_path(cfg.workdir, method.model, split)
+        refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
+        if not source.is_file() and refdb_path.is_file():  # a typo such as `tset`: say so, not "not found"
+            load_refdb(refdb_path).check_splits([split], refdb_path)
         if source.with_name(source.stem + ".parts").is_dir() and source.is_file():
             log.warning("%s: a newer `sepnms propose` run of this split has not finished (%s.parts); fusing the "
                         "table of the earlier run", source, source.stem)
