@@ -436,6 +436,23 @@ def test_two_train_runs_cannot_share_a_run(tiny_world, trained, tmp_path, capsys
     assert snapshot(work) == before and temp_files(tmp_path) == []
 
 
+def test_two_ground_train_runs_cannot_share_a_workdir(tiny_world, trained, tmp_path, capsys):
+    import fcntl
+
+    work = copy_work(trained, tmp_path)
+    folder = work / "models" / "mattnet"  # the run folder of `ground train` (model_dir of "mattnet")
+    folder.mkdir(parents=True, exist_ok=True)
+    before = snapshot(work)
+    fd = os.open(folder, os.O_RDONLY)  # what a running `sepnms ground train` holds: a flock on its folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rc, out, err = cli(capsys, "ground", tiny_world, work, "train")
+    finally:
+        os.close(fd)
+    assert_one_clear_error(rc, out, err, "ground", folder, "another `sepnms ground train` is running on this run")
+    assert snapshot(work) == before and temp_files(tmp_path) == []
+
+
 def test_resuming_with_changed_train_settings_is_refused(tiny_world, trained, tmp_path, capsys):
     work = copy_work(trained, tmp_path)
     last = work / "models" / "sepnms" / "last.pt"

@@ -31,6 +31,7 @@ from sepnms import __version__
 from sepnms.config import Config
 from sepnms.engine.checkpoint import save_checkpoint
 from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
+from sepnms.engine.train_guard import run_lock
 from sepnms.engine.ground_data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
                                        object_table, pad_labels)
 from sepnms.errors import InputError
@@ -304,7 +305,9 @@ def train_grounding(cfg: Config, resume: bool = True, progress: bool = True,
                     stop_after_steps: Optional[int] = None) -> dict[str, Any]:
     """Train MAttNet; returns a summary.  ``stop_after_steps`` stops early as an interruption would."""
     with process_group(cfg.device):
-        return _train(cfg, resume, progress, stop_after_steps)
+        rank, _ = rank_world()
+        with run_lock(model_dir(cfg, MODEL_NAME), enabled=rank == 0, command="sepnms ground train"):
+            return _train(cfg, resume, progress, stop_after_steps)
 
 
 def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional[int]) -> dict[str, Any]:

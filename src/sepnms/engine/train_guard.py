@@ -35,7 +35,7 @@ class TrainRunLocked(SepNMSError):
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
+def run_lock(folder: Path, enabled: bool = True, command: str = "sepnms train") -> Iterator[None]:
     """Hold an exclusive ``fcntl.flock`` on the run folder itself (no lock file is left behind;
     the kernel releases it when the process ends, even by SIGKILL) for the whole run; refuse at
     once if another process holds it."""
@@ -48,7 +48,7 @@ def run_lock(folder: Path, enabled: bool = True) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TrainRunLocked(f"{folder}: another `sepnms train` is running on this run; wait for it to "
+            raise TrainRunLocked(f"{folder}: another `{command}` is running on this run; wait for it to "
                                  "finish, or train into another workdir") from None
         try:
             yield
