@@ -228,12 +228,19 @@ def expression_outcomes(
         ctx = _ctx_of(ctx_by_sent, e.sent_id)
         out["sent_id"][i] = int(e.sent_id)
         out["kept"][i] = len(idx)
-        out["hit"][i] = float(is_hit(box_iou(kept, gt[None]), iou).any())
-        top = box[idx[0]] if idx.size else np.full(4, np.nan)
-        out["top1"][i] = float(is_top1_correct(paired_iou(top[None], gt[None]), iou)[0])
-        if ctx.shape[0]:
-            out["ctx_recall"][i] = float(is_context_match(box_iou(kept, ctx), iou).any(axis=0).mean())
+        out["hit"][i], out["top1"][i], out["ctx_recall"][i] = kept_outcome(kept, gt, ctx, iou)
     return out
+
+
+def kept_outcome(kept: np.ndarray, gt: np.ndarray, ctx: np.ndarray, iou: float = 0.5) -> tuple[float, float, float]:
+    """One expression's outcome from its kept proposals ``kept`` [K, 4] xyxy, ranked (the first is
+    the top-1), its GT box ``gt`` [4] and context boxes ``ctx`` [C, 4]: ``(hit, top1, ctx_recall)``,
+    hit and top1 as 0/1, ctx_recall NaN when C = 0."""
+    hit = float(is_hit(box_iou(kept, gt[None]), iou).any())
+    top = kept[0] if len(kept) else np.full(4, np.nan)
+    top1 = float(is_top1_correct(paired_iou(top[None], gt[None]), iou)[0])
+    ctx_recall = float(is_context_match(box_iou(kept, ctx), iou).any(axis=0).mean()) if ctx.shape[0] else float("nan")
+    return hit, top1, ctx_recall
 
 
 def _nanmean(values: np.ndarray) -> float:

@@ -16,9 +16,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from sepnms.errors import InputError
-from sepnms.evaluation.metrics import box_iou, outcome_means, paired_iou
+from sepnms.evaluation.metrics import kept_outcome, outcome_means
 from sepnms.io.mattnet_dets import UNSCORED, det_score, detect_convention
-from sepnms.rules import is_context_match, is_hit, is_top1_correct
 
 
 def group_by_expression(entries: list[dict], path: Path, split_of: Mapping[int, str]) -> dict[int, list[dict]]:
@@ -80,11 +79,7 @@ def dets_outcomes(
         ctx = np.zeros((0, 4)) if ctx is None else np.asarray(ctx, dtype=np.float64).reshape(-1, 4)
         out["sent_id"][i] = int(sent_id)
         out["kept"][i] = len(kept)
-        out["hit"][i] = float(is_hit(box_iou(kept, gt[None]), iou).any())
-        top = kept[0] if len(kept) else np.full(4, np.nan)
-        out["top1"][i] = float(is_top1_correct(paired_iou(top[None], gt[None]), iou)[0])
-        if ctx.shape[0]:
-            out["ctx_recall"][i] = float(is_context_match(box_iou(kept, ctx), iou).any(axis=0).mean())
+        out["hit"][i], out["top1"][i], out["ctx_recall"][i] = kept_outcome(kept, gt, ctx, iou)
     return out
 
 
