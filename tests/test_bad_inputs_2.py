@@ -420,36 +420,24 @@ def test_plausible_wrong_instances_are_refused_at_prepare(tiny_world, prepared_c
 # 4. training: a lock per run, resuming with changed settings, --no-resume, divergence
 
 
-def test_two_train_runs_cannot_share_a_run(tiny_world, trained, tmp_path, capsys):
+@pytest.mark.parametrize("command,args,run,shown", [
+    ("train", ["--no-resume"], "sepnms", "sepnms train"),
+    ("ground", ["train"], "mattnet", "sepnms ground train"),  # the run folder of `ground train`
+])
+def test_two_train_runs_cannot_share_a_run(tiny_world, trained, tmp_path, capsys, command, args, run, shown):
     import fcntl
 
     work = copy_work(trained, tmp_path)
-    folder = work / "models" / "sepnms"
-    before = snapshot(work)
-    fd = os.open(folder, os.O_RDONLY)  # what a running `sepnms train` holds: a flock on its run folder
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        rc, out, err = cli(capsys, "train", tiny_world, work, "--no-resume")
-    finally:
-        os.close(fd)
-    assert_one_clear_error(rc, out, err, "train", folder, "another `sepnms train` is running on this run")
-    assert snapshot(work) == before and temp_files(tmp_path) == []
-
-
-def test_two_ground_train_runs_cannot_share_a_workdir(tiny_world, trained, tmp_path, capsys):
-    import fcntl
-
-    work = copy_work(trained, tmp_path)
-    folder = work / "models" / "mattnet"  # the run folder of `ground train` (model_dir of "mattnet")
+    folder = work / "models" / run
     folder.mkdir(parents=True, exist_ok=True)
     before = snapshot(work)
-    fd = os.open(folder, os.O_RDONLY)  # what a running `sepnms ground train` holds: a flock on its folder
+    fd = os.open(folder, os.O_RDONLY)  # what a running training holds: a flock on its run folder
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        rc, out, err = cli(capsys, "ground", tiny_world, work, "train")
+        rc, out, err = cli(capsys, command, tiny_world, work, *args)
     finally:
         os.close(fd)
-    assert_one_clear_error(rc, out, err, "ground", folder, "another `sepnms ground train` is running on this run")
+    assert_one_clear_error(rc, out, err, command, folder, f"another `{shown}` is running on this run")
     assert snapshot(work) == before and temp_files(tmp_path) == []
 
 
