@@ -12,7 +12,10 @@ Python-2 ``str`` opcodes).  Type mapping:
 * ``numpy.ndarray``  -> the layout numpy under Python 2 wrote (``numpy.core.multiarray
   _reconstruct`` + ``numpy ndarray`` + ``numpy dtype``, raw data as a Python 2 ``str``);
 * :class:`Global`    -> ``c<module>\\n<name>\\n`` + an argument tuple + REDUCE (a call);
-* :class:`Ref`       -> ``c<module>\\n<name>\\n`` alone (a bare reference).
+* :class:`Ref`       -> ``c<module>\\n<name>\\n`` alone (a bare reference);
+* :class:`PersId`    -> the id object + BINPERSID (``pickler.persistent_id`` returned it);
+* :class:`NewObj`    -> ``cls`` + args tuple + NEWOBJ, then the state + BUILD (``object.__reduce_ex__(2)``);
+* :class:`Build`     -> any object, then a state + BUILD (a ``__reduce__`` with state).
 """
 from __future__ import annotations
 
@@ -46,6 +49,31 @@ class Ref:
 
     module: str
     name: str
+
+
+@dataclass
+class PersId:
+    """A persistent id: ``pid`` pickled, then BINPERSID."""
+
+    pid: Any
+
+
+@dataclass
+class NewObj:
+    """``cls.__new__(cls, *args)`` (NEWOBJ), then BUILD ``state`` unless it is None; ``cls`` is any
+    emittable (a :class:`Ref`, a :class:`PersId` wrapping one, ...)."""
+
+    cls: Any
+    args: tuple = ()
+    state: Any = None
+
+
+@dataclass
+class Build:
+    """``obj`` then ``state`` + BUILD."""
+
+    obj: Any
+    state: Any
 
 
 @dataclass
@@ -186,6 +214,23 @@ class _Emitter:
             self.emit(tuple(obj.args))
             o += b"R"
             self.put()
+        elif isinstance(obj, PersId):
+            assert self.proto == 2
+            self.emit(obj.pid)
+            o += b"Q"
+        elif isinstance(obj, NewObj):
+            assert self.proto == 2
+            self.emit(obj.cls)
+            self.emit(tuple(obj.args))
+            o += b"\x81"
+            self.put()
+            if obj.state is not None:
+                self.emit(obj.state)
+                o += b"b"
+        elif isinstance(obj, Build):
+            self.emit(obj.obj)
+            self.emit(obj.state)
+            o += b"b"
         elif isinstance(obj, np.ndarray):
             self.emit_ndarray(obj)
         else:

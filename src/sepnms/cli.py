@@ -129,9 +129,12 @@ def cmd_train(args) -> None:
 
 
 def cmd_import_weights(args) -> None:
-    from sepnms.engine.import_weights import import_weights
+    from sepnms.engine.import_weights import MATTNET_FORMAT, import_mattnet_release, import_weights
 
-    _print(import_weights(_cfg(args), args.source, args.format, args.name, overwrite=args.overwrite))
+    if args.format == MATTNET_FORMAT:
+        _print(import_mattnet_release(_cfg(args), args.source, args.name, overwrite=args.overwrite))
+    else:
+        _print(import_weights(_cfg(args), args.source, args.format, args.name, overwrite=args.overwrite))
 
 
 def cmd_propose(args) -> None:
@@ -328,10 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
 
     p = add("import-weights", cmd_import_weights, "the authors' released Ref-NMS / Sep-NMS state dict -> "
-                                                  "<workdir>/models/<name>/best.pt (what propose reads)")
+                                                  "<workdir>/models/<name>/best.pt (what propose reads); "
+                                                  "MAttNet's released .pth -> models/mattnet/best.pt (ground eval)")
     p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the released .pth file")
-    p.add_argument("--format", required=True, choices=["sepnms-release", "refnms-release"])
-    p.add_argument("--name", default=None, help="model name (default: sepnms / refnms, the name propose reads)")
+    p.add_argument("--format", required=True, choices=["sepnms-release", "refnms-release", "mattnet-release"])
+    p.add_argument("--name", default=None, help="model name (default: sepnms / refnms / mattnet, the name propose "
+                                                "and ground eval read)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing best.pt")
 
     p = add("propose", cmd_propose, "score every candidate of every expression with all branches")
