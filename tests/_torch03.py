@@ -149,15 +149,17 @@ class ReleaseWriter:
                  "_modules": od([(n, self.module(c)) for n, c in m.named_children()]), "training": False, **attrs}
         return NewObj(cls, (), state)
 
-    def container(self, main_object: Any) -> bytes:
-        """The whole file: header pickles, ``main_object`` (already in emitter nodes), keys, data."""
+    def container(self, main_object: Any, keys: Optional[list[str]] = None) -> bytes:
+        """The whole file: header pickles, ``main_object`` (already in emitter nodes), keys (default:
+        sorted, as torch writes them), data in the keys' order."""
         out = bytearray()
         out += dumps(Long(MAGIC_NUMBER))
         out += dumps(1001)
         out += dumps({"protocol_version": 1001, "little_endian": True,
                       "type_sizes": {"short": 2, "int": 4, "long": 8}})
-        out += dumps(main_object)
-        keys = sorted(self.storages)
+        main = dumps(main_object)  # emitting it registers the storages
+        out += main
+        keys = sorted(self.storages) if keys is None else keys
         out += dumps(keys)
         for k in keys:
             out += struct.pack("<q", len(self.storages[k])) + self.storages[k].tobytes()
