@@ -184,9 +184,7 @@ def test_truncated_corrupt_and_foreign_files_are_one_line_errors(small, tmp_path
     for what, n in cuts.items():
         p = tmp_path / "cut.pth"
         p.write_bytes(good[:n])
-        msg = _refused(p, "not a MAttNet release")
-        if what in ("in the data section", "in the last storage"):
-            assert "truncated" in msg, (what, msg)
+        _refused(p, "not a MAttNet release", "truncated")
     (tmp_path / "long.pth").write_bytes(good + b"\0" * 3)
     _refused(tmp_path / "long.pth", "3 unexpected bytes")
     (tmp_path / "keys.pth").write_bytes(w.container(top, keys=sorted(w.storages, reverse=True)))

@@ -296,6 +296,8 @@ def _header(f: io.BytesIO, path: Path, what: str) -> Any:
         return _HeaderUnpickler(f, encoding="latin1").load()
     except _Refusal as exc:
         raise _fail(path, str(exc)) from None
+    except EOFError:
+        raise _fail(path, f"truncated: the file ends in the {what}") from None
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt streams raise many types
         raise _fail(path, f"unreadable {what} ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})") from None
 
@@ -435,6 +437,8 @@ def read_legacy_container(data: bytes, path: Path, validate=None) -> tuple[Any, 
         raise _fail(path, str(exc)) from None
     except RecursionError:
         raise _fail(path, "the pickle nests too deep") from None
+    except EOFError:
+        raise _fail(path, "truncated: the file ends inside the pickled object") from None
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt streams raise many types
         raise _fail(path, f"unreadable pickle ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
     return obj, unpickler, _storage_data(f, data, path, keys, unpickler.storages)
