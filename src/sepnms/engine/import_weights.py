@@ -63,7 +63,7 @@ def import_weights(cfg: Config, source: str | Path, fmt: str, name: Optional[str
 
 MATTNET_FORMAT = "mattnet-release"
 
-#: MAttNet opt key -> (config key, how to read it from the config)
+#: (MAttNet opt key, the config key that must hold the same value)
 _OPT_TO_CONFIG: tuple[tuple[str, str], ...] = (
     ("word_embedding_size", "grounding.word_embedding_size"), ("word_vec_size", "grounding.word_vec_size"),
     ("rnn_hidden_size", "grounding.rnn_hidden_size"), ("jemb_dim", "grounding.jemb_dim"),
@@ -122,7 +122,8 @@ def import_mattnet_release(cfg: Config, source: str | Path, name: Optional[str] 
     if rows is not None:
         sizes["the embedding's rows"] = int(rows.shape[0])
     if len(set(sizes.values())) != 1:
-        raise InputError(data_json, "word_to_ix does not fit the release: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+        raise InputError(data_json, "word_to_ix does not fit the release: "
+                         + ", ".join(f"{k} {v}" for k, v in sizes.items())
                          + " (use the data.json of the dataset and splitBy the model was trained on)")
     if UNK not in words or words[0] != "<PAD>":
         raise InputError(data_json, "word_to_ix has no <UNK> or does not start with <PAD> at index 0")
@@ -143,7 +144,8 @@ def import_mattnet_release(cfg: Config, source: str | Path, name: Optional[str] 
         if wrong:
             parts.append(f"{len(wrong)} of other shapes: " + ", ".join(
                 f"{k} {list(theirs[k].shape)} (config builds {list(own[k].shape)})" for k in wrong[:4]))
-        raise InputError(source, "the release's tensors do not match MAttNet at this config's sizes: " + "; ".join(parts))
+        raise InputError(source, "the release's tensors do not match MAttNet at this config's sizes: "
+                         + "; ".join(parts))
     bad = [k for k, v in theirs.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise InputError(source, f"{bad[0]} holds NaN or Inf values")
@@ -163,8 +165,8 @@ def import_mattnet_release(cfg: Config, source: str | Path, name: Optional[str] 
     log.info("imported %d tensors of %s (MAttNet, %s) into %s", len(theirs) - len(release.supplied), source,
              release.rebuild, out)
     if name != MODEL_NAME:
-        log.info("`sepnms ground eval` reads %s by default; pass --checkpoint %s", model_dir(cfg, MODEL_NAME) / "best.pt",
-                 out)
+        log.info("`sepnms ground eval` reads %s by default; pass --checkpoint %s",
+                 model_dir(cfg, MODEL_NAME) / "best.pt", out)
     return {"checkpoint": str(out), "format": MATTNET_FORMAT, "tensors": len(theirs) - len(release.supplied),
             "supplied_counters": len(release.supplied), "vocab_size": len(vocab), "rebuild": release.rebuild,
             "opt": {k: opt[k] for k in ("dataset", "splitBy", "id", "vocab_size") if k in opt}}
