@@ -276,3 +276,19 @@ def test_a_data_json_of_another_vocabulary_is_named(tiny_world, tmp_path, capsys
     rc = main(["import-weights", "--format", "mattnet-release", "--from", str(release), "-c", str(cfg_path)])
     out, err = capsys.readouterr()
     assert_one_clear_error(rc, out, err, "import-weights", "data.json", "word_to_ix", "opt vocab_size 23")
+    # an opt the network cannot follow (two LSTM layers) is named before anything is built
+    (tmp_path / "two.pth").write_bytes(release_bytes(net, {**_opt(cfg, 23), "rnn_num_layers": 2}, "0.3"))
+    rc = main(["import-weights", "--format", "mattnet-release", "--from", str(tmp_path / "two.pth"), "-c", str(cfg_path)])
+    out, err = capsys.readouterr()
+    assert_one_clear_error(rc, out, err, "import-weights", "two.pth", "rnn_num_layers=2")
+
+
+def test_word_to_ix_must_index_0_to_v_minus_1_once_each(tmp_path):
+    from sepnms.io.mattnet_data import word_list
+
+    assert word_list({"word_to_ix": {"<PAD>": 0, "man": 2, "<UNK>": 1}}, tmp_path) == ["<PAD>", "<UNK>", "man"]
+    for bad, needle in [({}, "missing"), ({"word_to_ix": {"a": 0, "b": 0}}, "once each"),
+                        ({"word_to_ix": {"a": 0, "b": 5}}, "once each"), ({"word_to_ix": {"a": "0"}}, "not an index")]:
+        with pytest.raises(InputError, match=needle) as exc:
+            word_list(bad, tmp_path / "data.json")
+        assert "word_to_ix" in str(exc.value) and "data.json" in str(exc.value)
