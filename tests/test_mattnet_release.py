@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _py2pickle import Global, PersId, Ref
+from _py2pickle import Build, Global, PersId, Ref
 from _torch03 import ReleaseWriter, release_bytes
 from test_bad_inputs import assert_one_clear_error
 from sepnms.cli import main
@@ -21,7 +21,7 @@ from sepnms.config import load_config, save_config
 from sepnms.errors import InputError, UnsafePickleError
 from sepnms.grounding.mattnet import build_mattnet
 from sepnms.interop import load_mattnet_release
-from sepnms.interop.mattnet_release import read_legacy_container
+from sepnms.interop.mattnet_release import _STUBS, read_legacy_container
 
 SMALL = ["grounding.word_embedding_size=16", "grounding.word_vec_size=12", "grounding.rnn_hidden_size=10",
          "grounding.jemb_dim=14", "grounding.num_atts=4"]
@@ -157,6 +157,33 @@ def test_malicious_files_are_refused_without_running_anything(small, tmp_path, c
         p.write_bytes(w2.container(top))
         with pytest.raises(UnsafePickleError, match="refused"):
             load_mattnet_release(p)
+    # BUILD opcodes that would move a validated tensor past its storage, or set attributes on the
+    # OrderedDict class / a module class for the rest of the process
+    from collections import OrderedDict
+
+    builds = {"od": Build(Ref("collections", "OrderedDict"), (None, {"__repr__": "x"})),
+              "cls": Build(Ref("layers.joint_match", "JointMatching"), (None, {"qualname": "x"}))}
+    before = dict(vars(OrderedDict))
+    for tag, node in builds.items():
+        p = tmp_path / f"build_{tag}.pth"
+        p.write_bytes(w2.container({"model": node, "opt": {}}))
+        _refused(p)
+    assert dict(vars(OrderedDict)) == before
+
+    class MovingWriter(ReleaseWriter):
+        """Its first tensor, once validated, is BUILT to an offset far past its storage."""
+
+        def tensor(self, *args, **kwargs):
+            node = super().tensor(*args, **kwargs)
+            if not getattr(self, "moved", False):
+                self.moved = True
+                return Build(node, (None, {"offset": 10 ** 6}))
+            return node
+
+    mw = MovingWriter("0.3")
+    (tmp_path / "moved.pth").write_bytes(mw.container({"model": mw.module(net), "opt": _opt(cfg, 23)}))
+    _refused(tmp_path / "moved.pth", "sets the state of a TensorRef")
+    assert _STUBS[("layers.joint_match", "JointMatching")].qualname == "layers.joint_match.JointMatching"
     bogus = tmp_path / "bogus.pth"
     bogus.write_bytes(w2.container({"model": Global("torch._utils", "_rebuild_tensor", ("not a storage", 0, (1,), (1,))),
                                     "opt": {}}))

@@ -100,6 +100,21 @@ _STUBS: dict[tuple[str, str], type] = {
 }
 
 
+class _Frozen:
+    """A stand-in the pickle must not BUILD into (a BUILD could move a validated tensor's offset)."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Refusal(f"the pickle sets the state of a {type(self).__name__.lstrip('_')} (never in a release)")
+
+
+class _OrderedDict(OrderedDict):
+    """``collections.OrderedDict`` as the pickle gets it: a BUILD into the class or an instance is
+    refused (Python 2.7 pickles an OrderedDict as a call with its items, no state)."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Refusal("the pickle sets the state of an OrderedDict (never in a release)")
+
+
 class _Unserializable:
     """``torch.backends.cudnn.rnn.Unserializable``: a cuDNN dropout descriptor, pickled as a placeholder string."""
 
@@ -108,7 +123,7 @@ class _Unserializable:
             raise _Refusal("a cudnn Unserializable holds something other than its placeholder string")
 
 
-class _Backend:
+class _Backend(_Frozen):
     """``torch.nn.backends.thnn`` backend object of a 0.2-0.4 module."""
 
 
@@ -124,19 +139,19 @@ class _Storage:
 
 
 @dataclass
-class _StorageRef:
+class _StorageRef(_Frozen):
     root: _Storage
     offset: int = 0
     numel: int = 0
 
 
 @dataclass
-class _StorageType:
+class _StorageType(_Frozen):
     name: str
 
 
 @dataclass
-class _TensorRef:
+class _TensorRef(_Frozen):
     storage: _StorageRef
     offset: int
     size: tuple[int, ...]
@@ -176,7 +191,7 @@ class _ReleaseUnpickler(pickle.Unpickler):
         if key in _STUBS:
             return _STUBS[key]
         if key == ("collections", "OrderedDict"):
-            return OrderedDict
+            return _OrderedDict
         if key == ("torch._utils", "_rebuild_tensor"):
             return self._rebuild_tensor
         if key == ("torch._utils", "_rebuild_tensor_v2"):
@@ -478,7 +493,10 @@ def load_mattnet_release(path: str | Path) -> MAttNetRelease:
         if ref is None:  # a supplied BatchNorm counter
             state[name] = torch.tensor(0, dtype=torch.long)
             continue
-        state[name] = materialize(ref, storages)
+        try:
+            state[name] = materialize(ref, storages)
+        except RuntimeError as exc:  # validated at unpickling; kept as a last guard
+            raise _fail(path, f"{name}: {' '.join(str(exc).split())[:120]}") from None
     rebuild = "+".join(sorted(unpickler.rebuilds))
     return MAttNetRelease(state, dict(opt), supplied, rebuild, dict(unpickler.class_sources))
 
