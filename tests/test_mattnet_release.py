@@ -238,6 +238,12 @@ def test_truncated_corrupt_and_foreign_files_are_one_line_errors(small, tmp_path
         PersId(("storage", Ref("torch", "FloatStorage"), key, "cuda:0", 2, None)), 1, (2,), (1,))), "opt": {}}
     (tmp_path / "past.pth").write_bytes(w2.container(past))
     _refused(tmp_path / "past.pth", "reaches past its storage")
+    # a stride-0 tensor of 10^12 elements on a 2-element storage: refused before it is copied
+    wide = {"model": Global("torch._utils", "_rebuild_tensor", (
+        PersId(("storage", Ref("torch", "FloatStorage"), key, "cuda:0", 2, None)), 0, (10 ** 6, 10 ** 6), (0, 0))),
+        "opt": {}}
+    (tmp_path / "wide.pth").write_bytes(w2.container(wide))
+    _refused(tmp_path / "wide.pth", "more elements than its storage")
 
 
 def _tiny_cfg(tiny_world, tmp_path, extra=()):

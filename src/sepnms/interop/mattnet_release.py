@@ -257,6 +257,12 @@ class _ReleaseUnpickler(pickle.Unpickler):
         if offset < 0 or any(v < 0 for v in size + stride):
             raise _Refusal("a tensor has a negative offset, size or stride")
         if all(size):
+            numel = 1
+            for s in size:
+                numel *= s
+            if numel > storage.numel:  # a stride-0 view of a huge size: its copy would not fit in memory
+                raise _Refusal(f"a tensor of size {list(size)[:6]} has more elements than its storage "
+                               f"({storage.numel})")
             last = offset + sum((s - 1) * st for s, st in zip(size, stride))
             if last >= storage.numel:
                 raise _Refusal(f"a tensor of size {list(size)} at offset {offset} reaches past its storage "
