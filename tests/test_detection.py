@@ -65,6 +65,11 @@ def _clip_loop(b, height, width):
             min(max(b[2], 0.0), width - 1.0), min(max(b[3], 0.0), height - 1.0)]
 
 
+def _clip_one_sided_loop(b, height, width):
+    """MAttNet's ``Inference._clip_boxes``: x1, y1 >= 0; x2 <= W - 1; y2 <= H - 1, nothing else."""
+    return [max(b[0], 0.0), max(b[1], 0.0), min(b[2], width - 1.0), min(b[3], height - 1.0)]
+
+
 def _iou_plus_one(a, b):
     iw = min(a[2], b[2]) - max(a[0], b[0]) + 1.0
     ih = min(a[3], b[3]) - max(a[1], b[1]) + 1.0
@@ -133,8 +138,29 @@ def test_box_head_decodes_class_boxes_in_original_pixels():
         np.testing.assert_allclose(scores[i].detach().numpy(), [v / sum(e) for v in e], rtol=1e-5)
         for c in range(3):
             d = [raw[i, 4 * c + j].item() * stds[j] for j in range(4)]
-            want = _clip_loop(_decode_loop([v / scale for v in rois[i].tolist()], d), height, width)
+            want = _clip_one_sided_loop(_decode_loop([v / scale for v in rois[i].tolist()], d), height, width)
             np.testing.assert_allclose(boxes[i, c].detach().numpy(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_class_boxes_are_clipped_one_sided_as_mattnet():
+    """A box pushed past the right / bottom edge keeps x1, y1 beyond W - 1, H - 1 (MAttNet's
+    ``_clip_boxes`` clamps only x1, y1 from below and x2, y2 from above); one past the left edge
+    keeps x2 < 0.  Hand values: roi [150, 100, 199, 149] (50 x 50, centre 175, 125), scale 1,
+    dx = dy = +2 (0.1 std x 20 raw) moves it by 100 px: [250, 200, 300, 250] -> only x2, y2 clipped."""
+    fc7 = torch.ones(1, 1)
+    cls_net, bbox_net = torch.nn.Linear(1, 2), torch.nn.Linear(1, 8)
+    with torch.no_grad():
+        cls_net.weight.zero_(), cls_net.bias.zero_(), bbox_net.weight.zero_()
+        bbox_net.bias.copy_(torch.tensor([0, 0, 0, 0, 20.0, 20.0, 0, 0]))
+        rois = torch.tensor([[150.0, 100.0, 199.0, 149.0]])
+        _, boxes = classify(fc7, cls_net, bbox_net, rois, 1.0, 160, 200, (0.1, 0.1, 0.2, 0.2))
+    np.testing.assert_allclose(boxes[0, 1].numpy(), [250.0, 200.0, 199.0, 159.0], atol=1e-4)
+    # zero deltas: x2 = ctr + w / 2 = 200 (the legacy decode), clipped to W - 1; y2 = 150 stays
+    np.testing.assert_allclose(boxes[0, 0].numpy(), [150.0, 100.0, 199.0, 150.0], atol=1e-4)
+    from sepnms.detection.boxes import clip_one_sided
+
+    got = clip_one_sided(torch.tensor([[-30.0, -5.0, -10.0, 300.0]]), 160, 200)
+    np.testing.assert_array_equal(got.numpy(), [[0.0, 0.0, -10.0, 159.0]])
 
 
 def test_rpn_softmax_pairs_channel_a_with_a_plus_A():
