@@ -191,6 +191,31 @@ def test_image_scale_short_600_long_1000():
     assert image_scale(400, 1500, 600, 1000) == pytest.approx(1000 / 1500)
 
 
+def test_preprocess_equals_cv2_resize_on_a_coco_sized_image():
+    """The blob is OpenCV's: ``cv2.resize(float32 BGR - means, fx=fy=s, INTER_LINEAR)`` to 1e-3 on a
+    427 x 640 noise image (s = 600 / 427).  aten's float32 source coordinates were 0.014 away."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (427, 640, 3), dtype=np.uint8)
+    means = (102.9801, 115.9465, 122.7717)
+    blob, info = preprocess(bgr, means, short=600, max_size=1000)
+    s = 600 / 427
+    want = cv2.resize(bgr.astype(np.float32) - np.array(means, np.float32), None, None, fx=s, fy=s,
+                      interpolation=cv2.INTER_LINEAR)
+    assert blob.shape == (1, 3, 600, 899) and want.shape == (600, 899, 3)
+    np.testing.assert_allclose(info.numpy(), [600, 899, s], rtol=1e-6)
+    np.testing.assert_allclose(blob[0].permute(1, 2, 0).numpy(), want, atol=1e-3, rtol=0)
+    # an independent double-precision bilinear sample at a few pixels (OpenCV's formula)
+    img = bgr.astype(np.float64) - np.array(means)
+    for y, x in [(0, 0), (137, 411), (599, 898), (300, 450)]:
+        sy, sx = min(max((y + 0.5) / s - 0.5, 0), 426), min(max((x + 0.5) / s - 0.5, 0), 639)
+        y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+        y1, x1, fy, fx = min(y0 + 1, 426), min(x0 + 1, 639), sy - y0, sx - x0
+        v = ((1 - fy) * ((1 - fx) * img[y0, x0] + fx * img[y0, x1]) + fy * ((1 - fx) * img[y1, x0] + fx * img[y1, x1]))
+        np.testing.assert_allclose(blob[0, :, y, x].numpy(), v, atol=2e-3)
+
+
 def test_preprocess_against_hand_computed_pixels():
     """BGR, means subtracted in float before a bilinear resize (no uint8 rounding in between),
     cv2's half-pixel source coordinates clamped at the border."""
@@ -199,7 +224,7 @@ def test_preprocess_against_hand_computed_pixels():
     rgb[..., 1] = 7                              # G
     rgb[..., 2] = [[1, 2, 4], [8, 16, 32]]       # B
     means = (100.0, 50.0, 25.0)                  # B, G, R
-    blob, info = preprocess(rgb, means, short=4, max_size=1000)  # scale 2 -> 4 x 6
+    blob, info = preprocess(np.ascontiguousarray(rgb[..., ::-1]), means, short=4, max_size=1000)  # scale 2 -> 4 x 6
     assert blob.shape == (1, 3, 4, 6)
     np.testing.assert_allclose(info.numpy(), [4, 6, 2])
     # row 0 of the output samples source row -0.25 -> clamped to 0; column 1 samples x = 0.25
@@ -305,24 +330,52 @@ def _tiny_checkpoint(path, seed=0, dc=TINY_DET):
 
 
 def test_read_rgb_errors_name_the_file(tmp_path):
-    from sepnms.io.images import image_ids_in_folder, read_rgb
+    from sepnms.io.images import image_ids_in_folder, read_bgr, read_rgb
 
     with pytest.raises(InputError, match="image file not found"):
         read_rgb(tmp_path / "nope.jpg")
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(InputError, match=r"bad\.jpg: not an image file"):
         read_rgb(tmp_path / "bad.jpg")
+    with pytest.raises(InputError, match=r"bad\.jpg: not an image file OpenCV can read"):
+        read_bgr(tmp_path / "bad.jpg")
+    with pytest.raises(InputError, match="image file not found"):
+        read_bgr(tmp_path / "nope.jpg")
     (tmp_path / "noid.png").write_bytes(b"")
     with pytest.raises(InputError, match="no image id"):
         image_ids_in_folder(tmp_path)
+
+
+def test_read_bgr_applies_the_exif_orientation_as_cv2_imread(tmp_path):
+    """A JPEG tagged Orientation = 6 (stored sideways, shown rotated 90 degrees clockwise) reads
+    upright as ``cv2.imread`` (MAttNet's reader) reads it: [W, H, 3], the raw pixels rotated."""
+    from PIL import Image
+
+    from sepnms.io.images import read_bgr
+
+    h, w = 40, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    raw = np.stack([xx * 3, yy * 5, np.full((h, w), 128)], -1).astype(np.uint8)  # smooth RGB ramps
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "tagged.jpg"
+    Image.fromarray(raw).save(path, quality=98, exif=exif.tobytes())
+    bgr = read_bgr(path)
+    assert bgr.shape == (w, h, 3)
+    upright_rgb = np.rot90(raw, k=-1)  # 90 degrees clockwise
+    assert np.abs(bgr[..., ::-1].astype(int) - upright_rgb.astype(int)).max() <= 6
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(raw).save(plain, quality=98)
+    assert read_bgr(plain).shape == (h, w, 3)
 
 
 def test_head_cache_from_images_equals_h5_written_by_the_same_trunk(tmp_path):
     from PIL import Image
 
     from sepnms.config import load_config
-    from sepnms.engine.image_features import c4_from_rgb
+    from sepnms.engine.image_features import c4_from_bgr
     from sepnms.engine.inputs import HeadCache
+    from sepnms.io.images import read_bgr
     from sepnms.io.head_feats import write_head
 
     ckpt = _tiny_checkpoint(tmp_path / "det.pth")
@@ -337,7 +390,7 @@ def test_head_cache_from_images_equals_h5_written_by_the_same_trunk(tmp_path):
                                            f"paths.head_feats_dir={tmp_path / 'h5'}"])
     model = load_detector(ckpt, cfg.detector)
     for iid, p in files.items():
-        head, info = c4_from_rgb(model, np.asarray(Image.open(p).convert("RGB")))
+        head, info = c4_from_bgr(model, read_bgr(p))
         write_head(tmp_path / "h5", iid, head, info)
     from_images = HeadCache.for_config(cfg, files, size=1)
     from_h5 = HeadCache.for_config(cfg.model_copy(update={"features": cfg.features.model_copy(update={"source": "h5"})}))

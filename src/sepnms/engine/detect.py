@@ -37,7 +37,7 @@ from sepnms.engine.image_features import autocast, detector_checkpoint
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path, atomic_write_json
 from sepnms.io.head_feats import write_head
-from sepnms.io.images import coco_file_name, image_ids_in_folder, read_rgb
+from sepnms.io.images import coco_file_name, image_ids_in_folder, read_bgr
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.rpn import load_rpn, write_rpn
 
@@ -94,11 +94,11 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         iid = self.ids[i]
         try:
-            rgb = read_rgb(self.files[iid])
+            bgr = read_bgr(self.files[iid])
         except InputError as err:  # handed to the main process whole (a worker would wrap it in a traceback)
             return iid, None, None, err.problem
-        blob, info = preprocess(rgb, self.dc.pixel_means, self.dc.test_scale, self.dc.test_max_size)
-        return iid, blob, info, rgb.shape[:2]
+        blob, info = preprocess(bgr, self.dc.pixel_means, self.dc.test_scale, self.dc.test_max_size)
+        return iid, blob, info, bgr.shape[:2]
 
 
 def _fingerprint(cfg: Config, ckpt: Path, save_head: str, source: str) -> str:
