@@ -500,7 +500,8 @@ def test_cli_detect_on_a_folder_and_compare(tmp_path, capsys):
     import json
 
     from sepnms.cli import main
-    from sepnms.engine.detect import compare_rpn
+    from sepnms.config import load_config
+    from sepnms.engine.detect import category_names, compare_rpn
     from sepnms.io.rpn import load_rpn, write_rpn
 
     ckpt = _tiny_checkpoint(tmp_path / "det.pth")
@@ -518,19 +519,52 @@ def test_cli_detect_on_a_folder_and_compare(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["images_same_rows"] == 3 and report["score_abs_diff"]["max"] == 0.0
     assert report["rows_boxes_within_1px"] == 1.0
-    # a reference that differs by known amounts on one image, and lacks a row on another
+    # a reference that differs by known amounts on one image, lacks a row on another and lists the
+    # third's rows in another order
     boxes = {k: v.copy() for k, v in rpn.boxes.items()}
     scores = {k: v.copy() for k, v in rpn.scores.items()}
     scores[5][0, 3] += 0.25
     boxes[5][1, 2, 0] += 3.0
     boxes[9], scores[9] = boxes[9][1:], scores[9][1:]
+    perm = np.random.default_rng(0).permutation(len(boxes[12]))
+    assert (perm != np.arange(len(perm))).any()
+    boxes[12], scores[12] = boxes[12][perm], scores[12][perm]
     write_rpn(tmp_path / "ref_b.pkl", tmp_path / "ref_s.pkl", boxes, scores)
     cmp = compare_rpn(out / "rpn_boxes.pkl", out / "rpn_box_scores.pkl", tmp_path / "ref_b.pkl", tmp_path / "ref_s.pkl")
     assert cmp["images_common"] == 3 and cmp["images_same_rows"] == 2
+    # matched by box: the reordered image is no difference, the shorter one compares its other rows
     assert cmp["score_abs_diff"]["max"] == pytest.approx(0.25, abs=1e-6)
     assert cmp["box_abs_diff_px"]["max"] == pytest.approx(3.0, abs=1e-4)
-    n_rows = len(rpn.boxes[5]) + len(rpn.boxes[12])
+    n_rows = len(rpn.boxes[5]) + len(rpn.boxes[9]) - 1 + len(rpn.boxes[12])
     assert cmp["rows_compared"] == n_rows and cmp["rows_boxes_within_1px"] == pytest.approx(1 - 1 / n_rows)
+    assert cmp["rows_only_ours"] == 1 and cmp["rows_only_reference"] == 0
+    assert cmp["rows_matched_elsewhere"] == int((perm != np.arange(len(perm))).sum()) + len(rpn.boxes[9]) - 1
+    # dets.json: run_detect.py's order (CPython 2.7 dicts): images 9, 12, 5 (slots 9 & 7 = 1, 4, 5 of
+    # an 8-slot table), each image's detections class by class in that dict order, NMS order within
+    from sepnms.detection.py2_order import py2_dict_order
+
+    dets = json.loads((out / "dets.json").read_text())
+    assert [d["det_id"] for d in dets] == list(range(len(dets))) == [d["h5_id"] for d in dets]
+    seen = [d["image_id"] for d in dets]
+    assert [iid for k, iid in enumerate(seen) if k == 0 or seen[k - 1] != iid] == [9, 12, 5]
+    rank = {n: i for i, n in enumerate(py2_dict_order([n for _, n in category_names(load_config("demo"))]))}
+    for iid in (5, 9, 12):
+        mine = [(rank[d["category_name"]], -d["score"]) for d in dets if d["image_id"] == iid]
+        assert mine == sorted(mine) and len(mine) >= 1
+
+
+def test_dets_class_order_follows_the_python_27_dict_or_the_category_ids():
+    from sepnms.config import load_config
+    from sepnms.engine.detect import category_names, dets_class_order
+
+    cfg = load_config("demo")
+    cats = category_names(cfg)
+    order = dets_class_order(cfg, cats)
+    # CPython 2.7's cls_to_dets.keys() starts toilet, teddy bear, cup, bicycle (COCO ids 70, 88, 47, 2)
+    assert [cats[c - 1][1] for c in order[:4]] == ["toilet", "teddy bear", "cup", "bicycle"]
+    assert sorted(order) == list(range(1, 81))
+    py3 = load_config("demo", ["detector.det_order=py3"])
+    assert dets_class_order(py3, cats) == list(range(1, 81))
 
 
 def test_cli_detect_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
