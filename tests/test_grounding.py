@@ -216,17 +216,75 @@ def test_eval_on_hand_made_candidates_picks_the_expected_box(gcfg):
             expected[s] = False
         sets[s] = CandidateSet(ref["image_id"], boxes, np.arange(len(boxes)))
     vocab = GroundingVocab(["<PAD>", "<UNK>"])
-    preds = predict(_RightmostNet(), vocab, VisualFeatures(gcfg, data, size=0), data, sets, gcfg)
+    chosen = predict(_RightmostNet(), vocab, VisualFeatures(gcfg, data, size=0), data, sets, gcfg)
     for s in sents:
         if len(sets[s].boxes):
-            np.testing.assert_array_equal(preds[s], sets[s].boxes[int(np.argmax(sets[s].boxes[:, 0]))])
+            assert chosen[s] == int(np.argmax(sets[s].boxes[:, 0]))
         else:
-            assert preds[s] is None
-    m = accuracy_of(data, split, preds)
+            assert chosen[s] is None
+    m = accuracy_of(data, split, sets, chosen)
     assert m["downstream_n"] == len(sents)
     assert m["downstream_accuracy"] == pytest.approx(sum(expected.values()) / len(sents))
     lo, hi = m["downstream_accuracy_ci"]
     assert lo <= m["downstream_accuracy"] <= hi
+
+
+def _one_image_data():
+    """A hand-made GroundingData: image 1 (100 x 80) with referent ann 10 at [20, 10, 40, 30]
+    (x2 = x + w: w = h = 20) and ann 11 at [21, 10, 41, 30] (IoU with it 19 x 20 / (2 x 400 - 380)
+    = 0.905), one ref (ann 10) with sentence 100."""
+    from sepnms.engine.ground_data import GroundingData, ImageObjects
+
+    img = ImageObjects(1, 100, 80, [10, 11], np.array([[20, 10, 40, 30], [21, 10, 41, 30]], np.float32),
+                       np.array([1, 1]), [5])
+    refs = {5: {"image_id": 1, "ann_index": 0, "split": "val", "sent_ids": [100], "category_id": 1}}
+    return GroundingData({1: img}, refs, {100: ["left", "cup"]}, {1: "cup"}, {})
+
+
+def test_gt_accuracy_counts_the_chosen_index_as_mattnets_eval_easy():
+    """Choosing ann 11 (not the referent, IoU 0.905 with it) is wrong under MAttNet's rule
+    (pred_ann_id == ref ann_id) and right under the IoU option."""
+    from sepnms.engine.ground import CandidateSet, accuracy_of, sentence_hits
+
+    data = _one_image_data()
+    img = data.images[1]
+    gt = {100: CandidateSet(1, img.boxes, img.categories, ann_ids=list(img.ann_ids))}
+    assert sentence_hits(data, [100], gt, {100: 1}) == [0.0]
+    assert sentence_hits(data, [100], gt, {100: 0}) == [1.0]
+    assert sentence_hits(data, [100], gt, {100: 1}, gt_rule="iou") == [1.0]
+    assert accuracy_of(data, "val", gt, {100: 1})["downstream_accuracy"] == 0.0
+    assert load_config("demo").grounding.gt_accuracy == "index"
+
+
+def test_detection_boxes_enter_the_iou_with_plus_one_width():
+    """A detection [20, 10, 29, 29] covers pixels 20..29 = 10 of the referent's 20 columns: as
+    MAttNet's dets.json writes it (w = x2 - x1 + 1 = 10) its IoU is 200 / 400 = 0.5, a hit; read
+    one pixel narrower (w = 9) it is 0.45, a miss."""
+    from sepnms.engine.ground import CandidateSet, sentence_hits
+
+    data = _one_image_data()
+    box = np.array([[20, 10, 29, 29]], np.float32)
+    det = CandidateSet(1, box, np.array([1]), plus_one=True)
+    assert det.xywh(0) == [20.0, 10.0, 10.0, 20.0]
+    assert sentence_hits(data, [100], {100: det}, {100: 0}) == [1.0]
+    assert sentence_hits(data, [100], {100: CandidateSet(1, box, np.array([1]))}, {100: 0}) == [0.0]
+
+
+def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
+    import json
+
+    from sepnms.engine.ground import file_sets
+    from sepnms.engine.ground_data import GroundingData
+
+    data = GroundingData.open(gcfg)
+    s0 = data.sent_ids("val")[0]
+    iid = next(r for r in data.refs.values() if s0 in r["sent_ids"])["image_id"]
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text(json.dumps([{"det_id": 1, "image_id": iid, "box": [10, 20, 31, 41], "category_id": 3, "score": 0.9}]))
+    assert file_sets(theirs, data, "val")[s0].xywh(0) == [10.0, 20.0, 31.0, 41.0]  # the file's own box
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps([{"sent_id": s0, "image_id": iid, "box": [10, 20, 30, 40], "fin_score": 0.5}]))
+    assert file_sets(ours, data, "val")[s0].xywh(0) == [10.0, 20.0, 30.0, 40.0]
 
 
 def test_resume_equals_uninterrupted(gcfg, tmp_path):
@@ -274,8 +332,8 @@ def test_tiny_training_overfits_to_full_gt_box_accuracy(tmp_path):
     summary = train_grounding(cfg, resume=False, progress=False)
     data = GroundingData.open(cfg)
     net, vocab = load_trained(cfg, "best")
-    preds = predict(net, vocab, VisualFeatures(cfg, data, size=0), data, gt_sets(data, "train"), cfg)
-    m = accuracy_of(data, "train", preds)
+    sets = gt_sets(data, "train")
+    m = accuracy_of(data, "train", sets, predict(net, vocab, VisualFeatures(cfg, data, size=0), data, sets, cfg))
     assert m["downstream_n"] >= 8
     assert summary["best_val_accuracy"] == 1.0 and m["downstream_accuracy"] == 1.0
 

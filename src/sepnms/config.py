@@ -361,6 +361,11 @@ class GroundingConfig(_Section):
     train_split: str = "train"
     val_split: str = "val"
     val_max_sentences: Optional[int] = None
+    gt_accuracy: Literal["index", "iou"] = "index"
+    """Accuracy on ground-truth boxes (``ground eval`` method ``gt`` and the validation that picks
+    ``best.pt``): ``index`` = the chosen object is the referent (MAttNet's ``eval_easy_utils``);
+    ``iou`` = IoU >= 0.5 with the referent's box, as for detections (not MAttNet's rule: two
+    overlapping annotations can both pass)."""
     feature_cache_images: int = 64
     """Images whose frozen pool5 / fc7 grids stay in memory (LRU)."""
 
