@@ -153,7 +153,7 @@ def test_negatives_never_equal_the_positive(gcfg):
     from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
 
     data = GroundingData.open(gcfg)
-    vocab = data.build_vocab("train", 0)
+    vocab = data.build_vocab(0)
     sampler = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data))
     same_type = total = 0
     for it in range(12):
@@ -239,6 +239,20 @@ def _one_image_data():
                        np.array([1, 1]), [5])
     refs = {5: {"image_id": 1, "ann_index": 0, "split": "val", "sent_ids": [100], "category_id": 1}}
     return GroundingData({1: img}, refs, {100: ["left", "cup"]}, {1: "cup"}, {})
+
+
+def test_grounding_vocabulary_counts_every_split_as_mattnets_prepro():
+    """A word seen 6 times in val sentences only is in (count > 5 over all splits); one seen 5
+    times over train + val is not; '__background__' is added with the category words."""
+    from sepnms.engine.ground_data import GroundingData, ImageObjects
+
+    img = ImageObjects(1, 100, 80, [10], np.array([[0, 0, 5, 5]], np.float32), np.array([1]), [5, 6])
+    refs = {5: {"image_id": 1, "ann_index": 0, "split": "train", "sent_ids": list(range(100, 106)), "category_id": 1},
+            6: {"image_id": 1, "ann_index": 0, "split": "val", "sent_ids": list(range(200, 206)), "category_id": 1}}
+    sents = {**{100 + i: ["left", "mug"] + (["red"] if i < 3 else []) for i in range(6)},
+             **{200 + i: ["teal"] + (["red"] if i < 2 else []) for i in range(6)}}
+    vocab = GroundingData({1: img}, refs, sents, {1: "cup"}, {}).build_vocab(5)
+    assert {"left", "mug", "teal", "cup", "__background__"} <= set(vocab.words) and "red" not in vocab.words
 
 
 def test_gt_accuracy_counts_the_chosen_index_as_mattnets_eval_easy():

@@ -355,7 +355,7 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
     torch.manual_seed(cfg.seed)
 
     data = GroundingData.open(cfg)
-    vocab = data.build_vocab(g.train_split, g.vocab_min_count)
+    vocab = data.build_vocab(g.vocab_min_count)
     att_vocab = AttributeVocab(data, g.train_split, g.num_atts) if g.att_weight > 0 else None
     if att_vocab is not None and not att_vocab:
         log.info("no attribute labels (data.json att_wds): MAttNet trains without the attribute loss")

@@ -84,11 +84,14 @@ class GroundingData:
     def sent_ids(self, split: str) -> list[int]:
         return [s for rid in self.ref_ids(split) for s in self.refs[rid]["sent_ids"]]
 
-    def build_vocab(self, split: str, min_count: int) -> GroundingVocab:
-        sents = [self.sentences[s] for s in self.sent_ids(split)]
+    def build_vocab(self, min_count: int) -> GroundingVocab:
+        """MAttNet's ``prepro.py`` vocabulary: tokens counted over the sentences of *every* split
+        (``refer.sentToTokens``), kept when the count is > ``min_count``, plus the category words
+        (and ``__background__``), as its ``data.json`` ``word_to_ix`` holds them."""
+        sents = [self.sentences[s] for r in sorted(self.refs) for s in self.refs[r]["sent_ids"]]
         if not sents:
-            raise InputError(None, f"no sentence in split {split!r} to build the grounding vocabulary from")
-        return build_grounding_vocab(sents, self.category_names.values(), min_count)
+            raise InputError(None, "no sentence to build the grounding vocabulary from")
+        return build_grounding_vocab(sents, [*self.category_names.values(), "__background__"], min_count)
 
 
 def _attributes(cfg: Config) -> dict[int, list[str]]:
