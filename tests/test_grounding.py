@@ -155,30 +155,119 @@ def test_negatives_never_equal_the_positive(gcfg):
     data = GroundingData.open(gcfg)
     vocab = data.build_vocab(0)
     sampler = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data))
-    same_type = total = 0
+    same_type = total = other_ref = 0
     for it in range(12):
         b = sampler.batch(it)
         n = len(b.pos_sent_ids)
-        assert len(b.obj_idx) == len(b.sent_idx) == 3 * n and n > 0
+        assert len(b.obj_idx) == len(b.sent_idx) == len(b.objects) == len(b.labels) == 3 * n and n > 0
         sent_ref = {s: r for r, ref in data.refs.items() for s in ref["sent_ids"]}
-        ann_of = {a: (iid, k) for iid in b.image_ids for k, a in enumerate(data.images[iid].ann_ids)}
+        ann_of = {a: (iid, k) for iid in data.images for k, a in enumerate(data.images[iid].ann_ids)}
         for i in range(n):
             pa, na = b.pos_ann_ids[i], b.neg_ann_ids[i]
-            assert pa != na
-            assert ann_of[pa][0] == ann_of[na][0]                     # the visual negative is in the same image
-            assert sent_ref[b.neg_sent_ids[i]] != sent_ref[b.pos_sent_ids[i]]
-            assert ann_of[pa][1] == data.refs[sent_ref[b.pos_sent_ids[i]]]["ann_index"]   # the referent
-            # rows: [pos | visual neg (same sentence) | language neg (same object)]
-            assert int(b.obj_idx[i]) == int(b.obj_idx[2 * n + i]) and int(b.sent_idx[i]) == int(b.sent_idx[n + i])
-            assert int(b.obj_idx[n + i]) != int(b.obj_idx[i]) and int(b.sent_idx[2 * n + i]) != int(b.sent_idx[i])
             img = data.images[ann_of[pa][0]]
-            same_type += int(img.categories[ann_of[pa][1]] == img.categories[ann_of[na][1]])
+            has_other_type = len(set(img.categories.tolist())) > 1
+            if has_other_type:   # MAttNet's in-image draw: another object of the image
+                assert pa != na and ann_of[pa][0] == ann_of[na][0]
+            other_ref += int(sent_ref[b.neg_sent_ids[i]] != sent_ref[b.pos_sent_ids[i]])  # the dataset-wide draw may hit it
+            assert ann_of[pa][1] == data.refs[sent_ref[b.pos_sent_ids[i]]]["ann_index"]   # the referent
+            same_type += int(ann_of[pa][0] == ann_of[na][0] and img.categories[ann_of[pa][1]] == img.categories[ann_of[na][1]])
             total += 1
-    assert 0 < same_type < total
+    assert 0 < same_type < total and other_ref >= 0.95 * total
     # deterministic in (seed, iteration)
     again = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data)).batch(5)
     first = sampler.batch(5)
     assert again.pos_sent_ids == first.pos_sent_ids and again.neg_ann_ids == first.neg_ann_ids
+
+
+def test_training_batch_has_one_entry_per_row_as_mattnets_lossfun(gcfg):
+    """Rows [pos | visual neg | pos] of objects and [sent | sent | neg sent] of labels, one entry
+    each (the att_fuse BatchNorm sees a positive object twice per sentence, and word dropout is
+    drawn per row), as MAttNet's lossFun concatenates Feats / labels."""
+    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+
+    data = GroundingData.open(gcfg)
+    vocab = data.build_vocab(0)
+    b = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data)).batch(0)
+    n = len(b.pos_sent_ids)
+    assert n == gcfg.grounding.seq_per_ref * sum(
+        len([r for r in data.images[i].ref_ids if data.refs[r]["split"] == "train"]) for i in b.image_ids)
+    assert torch.equal(b.obj_idx, torch.arange(3 * n)) and torch.equal(b.sent_idx, torch.arange(3 * n))
+    assert torch.equal(b.objects.pool5[:n], b.objects.pool5[2 * n:])
+    assert torch.equal(b.objects.lfeats[:n], b.objects.lfeats[2 * n:])
+    assert torch.equal(b.labels[:n], b.labels[n:2 * n])
+    max_len = b.labels.shape[1]
+    for i in range(n):
+        want = vocab.encode(data.sentences[b.neg_sent_ids[i]], 10)
+        assert b.labels[2 * n + i].tolist() == want + [0] * (max_len - len(want))
+    # the same sentence twice in the batch: two rows, two word-dropout draws
+    torch.manual_seed(0)
+    net = MAttNet(gcfg.grounding, len(vocab), gcfg.model.feat_channels, gcfg.model.head_out_channels).train()
+    _, _, embedded = net.rnn_encoder(b.labels)
+    assert not torch.equal(embedded[0], embedded[n])
+
+
+def test_negative_fallbacks_are_mattnets():
+    """No different-type object and the coin says no: None (MAttNet draws any annotated object of
+    the dataset, not the same-type one); one object: None / None; no other ref: None."""
+    from sepnms.engine.ground_data import ImageObjects, sample_negatives
+
+    boxes = np.array([[0, 0, 5, 5], [10, 0, 15, 5], [20, 0, 25, 5]], np.float32)
+    same = ImageObjects(1, 50, 50, [1, 2, 3], boxes, np.array([4, 4, 4]), [7])
+    rng = np.random.default_rng(0)
+    assert {sample_negatives(rng, same, 0, {0: 7}, 0.0) for _ in range(20)} == {(None, None)}
+    assert {sample_negatives(rng, same, 0, {0: 7}, 1.0)[0] for _ in range(40)} == {1, 2}
+    one = ImageObjects(2, 50, 50, [9], boxes[:1], np.array([4]), [8])
+    assert sample_negatives(rng, one, 0, {0: 8}, 0.3) == (None, None)
+    mixed = ImageObjects(3, 50, 50, [1, 2, 3], boxes, np.array([4, 5, 5]), [7, 9])
+    picks = {sample_negatives(rng, mixed, 0, {0: 7, 2: 9}, 0.3) for _ in range(40)}
+    assert {p[0] for p in picks} == {1, 2} and {p[1] for p in picks} == {9}
+
+
+def test_one_object_images_keep_their_rows(gcfg):
+    """An image reduced to its referent still gives seq_per_ref rows per sentence draw; the visual
+    negative is another image's object, pooled on this image's head (as MAttNet's getBatch)."""
+    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+
+    data = GroundingData.open(gcfg)
+    sampler0 = BatchSampler(gcfg, data, data.build_vocab(0), VisualFeatures(gcfg, data))
+    iid = sampler0.images_of(0)[0]
+    img = data.images[iid]
+    rid = next(r for r in img.ref_ids if data.refs[r]["split"] == "train")
+    a = data.refs[rid]["ann_index"]
+    for r in [r for r in img.ref_ids if r != rid]:
+        del data.refs[r]
+    img.ref_ids[:] = [rid]
+    img.ann_ids[:] = [img.ann_ids[a]]
+    img.boxes, img.categories = img.boxes[a:a + 1], img.categories[a:a + 1]
+    data.refs[rid]["ann_index"] = 0
+    feats = VisualFeatures(gcfg, data)
+    b = BatchSampler(gcfg, data, data.build_vocab(0), feats).batch(0)
+    rows = [i for i, pa in enumerate(b.pos_ann_ids) if pa == img.ann_ids[0]]
+    assert len(rows) == gcfg.grounding.seq_per_ref
+    n = len(b.pos_sent_ids)
+    for i in rows:
+        na = b.neg_ann_ids[i]
+        other = next(j for j, o in data.images.items() if na in o.ann_ids)
+        k = data.images[other].ann_ids.index(na)
+        pool5, _ = feats.grids(iid, data.images[other].boxes[k:k + 1])  # this image's head, that box
+        torch.testing.assert_close(b.objects.pool5[n + i], pool5[0])
+
+
+def test_batchnorm_scales_start_uniform_and_images_keep_a_fixed_order(gcfg):
+    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+
+    torch.manual_seed(0)
+    net = MAttNet(GroundingConfig(jemb_dim=64), 50, 16, 32)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bns) == 13   # att_fuse + 2 per matching MLP (3 modules x 2 MLPs)
+    w = torch.cat([m.weight.detach() for m in bns])
+    assert 0.0 <= float(w.min()) and float(w.max()) < 1.0 and 0.4 < float(w.mean()) < 0.6
+    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in bns)
+    data = GroundingData.open(gcfg)
+    sampler = BatchSampler(gcfg, data, data.build_vocab(0), VisualFeatures(gcfg, data))
+    ids, b = data.image_ids("train"), gcfg.grounding.batch_images
+    walk = [i for it in range(2 * len(ids)) for i in sampler.images_of(it)]
+    assert walk == [ids[p % len(ids)] for p in range(2 * len(ids) * b)]
 
 
 class _RightmostNet(torch.nn.Module):

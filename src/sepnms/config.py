@@ -361,6 +361,9 @@ class GroundingConfig(_Section):
     train_split: str = "train"
     val_split: str = "val"
     val_max_sentences: Optional[int] = None
+    shuffle_images: bool = False
+    """False: the training images in one fixed order (ascending id), epoch after epoch, as MAttNet
+    (its loader never reshuffles); True: a seeded permutation per epoch."""
     gt_accuracy: Literal["index", "iou"] = "index"
     """Accuracy on ground-truth boxes (``ground eval`` method ``gt`` and the validation that picks
     ``best.pt``): ``index`` = the chosen object is the referent (MAttNet's ``eval_easy_utils``);
