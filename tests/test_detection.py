@@ -341,6 +341,14 @@ def test_read_rgb_errors_name_the_file(tmp_path):
         read_bgr(tmp_path / "bad.jpg")
     with pytest.raises(InputError, match="image file not found"):
         read_bgr(tmp_path / "nope.jpg")
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "ok.jpg")
+    data = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    assert read_bgr(tmp_path / "ok.jpg").shape == (60, 80, 3)
+    with pytest.raises(InputError, match=r"cut\.jpg: cannot decode the image \(truncated or corrupt\?\)"):
+        read_bgr(tmp_path / "cut.jpg")
     (tmp_path / "noid.png").write_bytes(b"")
     with pytest.raises(InputError, match="no image id"):
         image_ids_in_folder(tmp_path)

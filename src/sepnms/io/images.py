@@ -43,12 +43,23 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 def read_bgr(path: str | Path) -> np.ndarray:
     """uint8 [H, W, 3] BGR pixels as ``cv2.imread(path, cv2.IMREAD_COLOR)`` reads them (EXIF
-    orientation applied), the detector's input."""
+    orientation applied), the detector's input.  A file PIL cannot decode completely (e.g. a
+    truncated JPEG, which OpenCV would fill with grey) is an InputError."""
     import cv2
+
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "image file not found")
+    try:  # OpenCV decodes a truncated JPEG silently (grey below the cut): refuse it first, by PIL's decoder
+        with Image.open(path) as img:
+            img.load()
+    except UnidentifiedImageError:
+        raise InputError(path, "not an image file OpenCV can read (truncated or corrupt?)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        text = " ".join(str(exc).split())
+        raise InputError(path, f"cannot decode the image (truncated or corrupt?): {text}") from None
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(path, "not an image file OpenCV can read (truncated or corrupt?)")
