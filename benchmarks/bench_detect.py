@@ -72,12 +72,12 @@ def main() -> None:
         assert n == 2, "detect wrote no pickles"
 
         # features: HDF5 vs images
-        from sepnms.engine.image_features import ImageFeatures, c4_from_rgb
-        from sepnms.io.images import read_rgb
+        from sepnms.engine.image_features import ImageFeatures, c4_from_bgr
+        from sepnms.io.images import read_bgr
 
         feats = ImageFeatures(cfg, files)
         for iid, p in files.items():
-            head, info = c4_from_rgb(feats.model(), read_rgb(p), feats._device)
+            head, info = c4_from_bgr(feats.model(), read_bgr(p), feats._device)
             write_head(tmp / "h5", iid, head, info)
         size_mb = np.mean([(tmp / "h5" / f"{iid}.h5").stat().st_size for iid in files]) / 2**20
         h5 = HeadCache(tmp / "h5", cfg.model.feat_channels, size=1)

@@ -65,6 +65,11 @@ def _clip_loop(b, height, width):
             min(max(b[2], 0.0), width - 1.0), min(max(b[3], 0.0), height - 1.0)]
 
 
+def _clip_one_sided_loop(b, height, width):
+    """MAttNet's ``Inference._clip_boxes``: x1, y1 >= 0; x2 <= W - 1; y2 <= H - 1, nothing else."""
+    return [max(b[0], 0.0), max(b[1], 0.0), min(b[2], width - 1.0), min(b[3], height - 1.0)]
+
+
 def _iou_plus_one(a, b):
     iw = min(a[2], b[2]) - max(a[0], b[0]) + 1.0
     ih = min(a[3], b[3]) - max(a[1], b[1]) + 1.0
@@ -133,8 +138,29 @@ def test_box_head_decodes_class_boxes_in_original_pixels():
         np.testing.assert_allclose(scores[i].detach().numpy(), [v / sum(e) for v in e], rtol=1e-5)
         for c in range(3):
             d = [raw[i, 4 * c + j].item() * stds[j] for j in range(4)]
-            want = _clip_loop(_decode_loop([v / scale for v in rois[i].tolist()], d), height, width)
+            want = _clip_one_sided_loop(_decode_loop([v / scale for v in rois[i].tolist()], d), height, width)
             np.testing.assert_allclose(boxes[i, c].detach().numpy(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_class_boxes_are_clipped_one_sided_as_mattnet():
+    """A box pushed past the right / bottom edge keeps x1, y1 beyond W - 1, H - 1 (MAttNet's
+    ``_clip_boxes`` clamps only x1, y1 from below and x2, y2 from above); one past the left edge
+    keeps x2 < 0.  Hand values: roi [150, 100, 199, 149] (50 x 50, centre 175, 125), scale 1,
+    dx = dy = +2 (0.1 std x 20 raw) moves it by 100 px: [250, 200, 300, 250] -> only x2, y2 clipped."""
+    fc7 = torch.ones(1, 1)
+    cls_net, bbox_net = torch.nn.Linear(1, 2), torch.nn.Linear(1, 8)
+    with torch.no_grad():
+        cls_net.weight.zero_(), cls_net.bias.zero_(), bbox_net.weight.zero_()
+        bbox_net.bias.copy_(torch.tensor([0, 0, 0, 0, 20.0, 20.0, 0, 0]))
+        rois = torch.tensor([[150.0, 100.0, 199.0, 149.0]])
+        _, boxes = classify(fc7, cls_net, bbox_net, rois, 1.0, 160, 200, (0.1, 0.1, 0.2, 0.2))
+    np.testing.assert_allclose(boxes[0, 1].numpy(), [250.0, 200.0, 199.0, 159.0], atol=1e-4)
+    # zero deltas: x2 = ctr + w / 2 = 200 (the legacy decode), clipped to W - 1; y2 = 150 stays
+    np.testing.assert_allclose(boxes[0, 0].numpy(), [150.0, 100.0, 199.0, 150.0], atol=1e-4)
+    from sepnms.detection.boxes import clip_one_sided
+
+    got = clip_one_sided(torch.tensor([[-30.0, -5.0, -10.0, 300.0]]), 160, 200)
+    np.testing.assert_array_equal(got.numpy(), [[0.0, 0.0, -10.0, 159.0]])
 
 
 def test_rpn_softmax_pairs_channel_a_with_a_plus_A():
@@ -165,6 +191,31 @@ def test_image_scale_short_600_long_1000():
     assert image_scale(400, 1500, 600, 1000) == pytest.approx(1000 / 1500)
 
 
+def test_preprocess_equals_cv2_resize_on_a_coco_sized_image():
+    """The blob is OpenCV's: ``cv2.resize(float32 BGR - means, fx=fy=s, INTER_LINEAR)`` to 1e-3 on a
+    427 x 640 noise image (s = 600 / 427).  aten's float32 source coordinates were 0.014 away."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (427, 640, 3), dtype=np.uint8)
+    means = (102.9801, 115.9465, 122.7717)
+    blob, info = preprocess(bgr, means, short=600, max_size=1000)
+    s = 600 / 427
+    want = cv2.resize(bgr.astype(np.float32) - np.array(means, np.float32), None, None, fx=s, fy=s,
+                      interpolation=cv2.INTER_LINEAR)
+    assert blob.shape == (1, 3, 600, 899) and want.shape == (600, 899, 3)
+    np.testing.assert_allclose(info.numpy(), [600, 899, s], rtol=1e-6)
+    np.testing.assert_allclose(blob[0].permute(1, 2, 0).numpy(), want, atol=1e-3, rtol=0)
+    # an independent double-precision bilinear sample at a few pixels (OpenCV's formula)
+    img = bgr.astype(np.float64) - np.array(means)
+    for y, x in [(0, 0), (137, 411), (599, 898), (300, 450)]:
+        sy, sx = min(max((y + 0.5) / s - 0.5, 0), 426), min(max((x + 0.5) / s - 0.5, 0), 639)
+        y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+        y1, x1, fy, fx = min(y0 + 1, 426), min(x0 + 1, 639), sy - y0, sx - x0
+        v = ((1 - fy) * ((1 - fx) * img[y0, x0] + fx * img[y0, x1]) + fy * ((1 - fx) * img[y1, x0] + fx * img[y1, x1]))
+        np.testing.assert_allclose(blob[0, :, y, x].numpy(), v, atol=2e-3)
+
+
 def test_preprocess_against_hand_computed_pixels():
     """BGR, means subtracted in float before a bilinear resize (no uint8 rounding in between),
     cv2's half-pixel source coordinates clamped at the border."""
@@ -173,7 +224,7 @@ def test_preprocess_against_hand_computed_pixels():
     rgb[..., 1] = 7                              # G
     rgb[..., 2] = [[1, 2, 4], [8, 16, 32]]       # B
     means = (100.0, 50.0, 25.0)                  # B, G, R
-    blob, info = preprocess(rgb, means, short=4, max_size=1000)  # scale 2 -> 4 x 6
+    blob, info = preprocess(np.ascontiguousarray(rgb[..., ::-1]), means, short=4, max_size=1000)  # scale 2 -> 4 x 6
     assert blob.shape == (1, 3, 4, 6)
     np.testing.assert_allclose(info.numpy(), [4, 6, 2])
     # row 0 of the output samples source row -0.25 -> clamped to 0; column 1 samples x = 0.25
@@ -279,24 +330,60 @@ def _tiny_checkpoint(path, seed=0, dc=TINY_DET):
 
 
 def test_read_rgb_errors_name_the_file(tmp_path):
-    from sepnms.io.images import image_ids_in_folder, read_rgb
+    from sepnms.io.images import image_ids_in_folder, read_bgr, read_rgb
 
     with pytest.raises(InputError, match="image file not found"):
         read_rgb(tmp_path / "nope.jpg")
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(InputError, match=r"bad\.jpg: not an image file"):
         read_rgb(tmp_path / "bad.jpg")
+    with pytest.raises(InputError, match=r"bad\.jpg: not an image file OpenCV can read"):
+        read_bgr(tmp_path / "bad.jpg")
+    with pytest.raises(InputError, match="image file not found"):
+        read_bgr(tmp_path / "nope.jpg")
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "ok.jpg")
+    data = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    assert read_bgr(tmp_path / "ok.jpg").shape == (60, 80, 3)
+    with pytest.raises(InputError, match=r"cut\.jpg: cannot decode the image \(truncated or corrupt\?\)"):
+        read_bgr(tmp_path / "cut.jpg")
     (tmp_path / "noid.png").write_bytes(b"")
     with pytest.raises(InputError, match="no image id"):
         image_ids_in_folder(tmp_path)
+
+
+def test_read_bgr_applies_the_exif_orientation_as_cv2_imread(tmp_path):
+    """A JPEG tagged Orientation = 6 (stored sideways, shown rotated 90 degrees clockwise) reads
+    upright as ``cv2.imread`` (MAttNet's reader) reads it: [W, H, 3], the raw pixels rotated."""
+    from PIL import Image
+
+    from sepnms.io.images import read_bgr
+
+    h, w = 40, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    raw = np.stack([xx * 3, yy * 5, np.full((h, w), 128)], -1).astype(np.uint8)  # smooth RGB ramps
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "tagged.jpg"
+    Image.fromarray(raw).save(path, quality=98, exif=exif.tobytes())
+    bgr = read_bgr(path)
+    assert bgr.shape == (w, h, 3)
+    upright_rgb = np.rot90(raw, k=-1)  # 90 degrees clockwise
+    assert np.abs(bgr[..., ::-1].astype(int) - upright_rgb.astype(int)).max() <= 6
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(raw).save(plain, quality=98)
+    assert read_bgr(plain).shape == (h, w, 3)
 
 
 def test_head_cache_from_images_equals_h5_written_by_the_same_trunk(tmp_path):
     from PIL import Image
 
     from sepnms.config import load_config
-    from sepnms.engine.image_features import c4_from_rgb
+    from sepnms.engine.image_features import c4_from_bgr
     from sepnms.engine.inputs import HeadCache
+    from sepnms.io.images import read_bgr
     from sepnms.io.head_feats import write_head
 
     ckpt = _tiny_checkpoint(tmp_path / "det.pth")
@@ -311,7 +398,7 @@ def test_head_cache_from_images_equals_h5_written_by_the_same_trunk(tmp_path):
                                            f"paths.head_feats_dir={tmp_path / 'h5'}"])
     model = load_detector(ckpt, cfg.detector)
     for iid, p in files.items():
-        head, info = c4_from_rgb(model, np.asarray(Image.open(p).convert("RGB")))
+        head, info = c4_from_bgr(model, read_bgr(p))
         write_head(tmp_path / "h5", iid, head, info)
     from_images = HeadCache.for_config(cfg, files, size=1)
     from_h5 = HeadCache.for_config(cfg.model_copy(update={"features": cfg.features.model_copy(update={"source": "h5"})}))
@@ -421,7 +508,8 @@ def test_cli_detect_on_a_folder_and_compare(tmp_path, capsys):
     import json
 
     from sepnms.cli import main
-    from sepnms.engine.detect import compare_rpn
+    from sepnms.config import load_config
+    from sepnms.engine.detect import category_names, compare_rpn
     from sepnms.io.rpn import load_rpn, write_rpn
 
     ckpt = _tiny_checkpoint(tmp_path / "det.pth")
@@ -439,19 +527,52 @@ def test_cli_detect_on_a_folder_and_compare(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["images_same_rows"] == 3 and report["score_abs_diff"]["max"] == 0.0
     assert report["rows_boxes_within_1px"] == 1.0
-    # a reference that differs by known amounts on one image, and lacks a row on another
+    # a reference that differs by known amounts on one image, lacks a row on another and lists the
+    # third's rows in another order
     boxes = {k: v.copy() for k, v in rpn.boxes.items()}
     scores = {k: v.copy() for k, v in rpn.scores.items()}
     scores[5][0, 3] += 0.25
     boxes[5][1, 2, 0] += 3.0
     boxes[9], scores[9] = boxes[9][1:], scores[9][1:]
+    perm = np.random.default_rng(0).permutation(len(boxes[12]))
+    assert (perm != np.arange(len(perm))).any()
+    boxes[12], scores[12] = boxes[12][perm], scores[12][perm]
     write_rpn(tmp_path / "ref_b.pkl", tmp_path / "ref_s.pkl", boxes, scores)
     cmp = compare_rpn(out / "rpn_boxes.pkl", out / "rpn_box_scores.pkl", tmp_path / "ref_b.pkl", tmp_path / "ref_s.pkl")
     assert cmp["images_common"] == 3 and cmp["images_same_rows"] == 2
+    # matched by box: the reordered image is no difference, the shorter one compares its other rows
     assert cmp["score_abs_diff"]["max"] == pytest.approx(0.25, abs=1e-6)
     assert cmp["box_abs_diff_px"]["max"] == pytest.approx(3.0, abs=1e-4)
-    n_rows = len(rpn.boxes[5]) + len(rpn.boxes[12])
+    n_rows = len(rpn.boxes[5]) + len(rpn.boxes[9]) - 1 + len(rpn.boxes[12])
     assert cmp["rows_compared"] == n_rows and cmp["rows_boxes_within_1px"] == pytest.approx(1 - 1 / n_rows)
+    assert cmp["rows_only_ours"] == 1 and cmp["rows_only_reference"] == 0
+    assert cmp["rows_matched_elsewhere"] == int((perm != np.arange(len(perm))).sum()) + len(rpn.boxes[9]) - 1
+    # dets.json: run_detect.py's order (CPython 2.7 dicts): images 9, 12, 5 (slots 9 & 7 = 1, 4, 5 of
+    # an 8-slot table), each image's detections class by class in that dict order, NMS order within
+    from sepnms.detection.py2_order import py2_dict_order
+
+    dets = json.loads((out / "dets.json").read_text())
+    assert [d["det_id"] for d in dets] == list(range(len(dets))) == [d["h5_id"] for d in dets]
+    seen = [d["image_id"] for d in dets]
+    assert [iid for k, iid in enumerate(seen) if k == 0 or seen[k - 1] != iid] == [9, 12, 5]
+    rank = {n: i for i, n in enumerate(py2_dict_order([n for _, n in category_names(load_config("demo"))]))}
+    for iid in (5, 9, 12):
+        mine = [(rank[d["category_name"]], -d["score"]) for d in dets if d["image_id"] == iid]
+        assert mine == sorted(mine) and len(mine) >= 1
+
+
+def test_dets_class_order_follows_the_python_27_dict_or_the_category_ids():
+    from sepnms.config import load_config
+    from sepnms.engine.detect import category_names, dets_class_order
+
+    cfg = load_config("demo")
+    cats = category_names(cfg)
+    order = dets_class_order(cfg, cats)
+    # CPython 2.7's cls_to_dets.keys() starts toilet, teddy bear, cup, bicycle (COCO ids 70, 88, 47, 2)
+    assert [cats[c - 1][1] for c in order[:4]] == ["toilet", "teddy bear", "cup", "bicycle"]
+    assert sorted(order) == list(range(1, 81))
+    py3 = load_config("demo", ["detector.det_order=py3"])
+    assert dets_class_order(py3, cats) == list(range(1, 81))
 
 
 def test_cli_detect_bad_inputs_exit_2_with_one_line(tmp_path, capsys):

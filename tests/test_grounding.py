@@ -153,32 +153,121 @@ def test_negatives_never_equal_the_positive(gcfg):
     from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
 
     data = GroundingData.open(gcfg)
-    vocab = data.build_vocab("train", 0)
+    vocab = data.build_vocab(0)
     sampler = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data))
-    same_type = total = 0
+    same_type = total = other_ref = 0
     for it in range(12):
         b = sampler.batch(it)
         n = len(b.pos_sent_ids)
-        assert len(b.obj_idx) == len(b.sent_idx) == 3 * n and n > 0
+        assert len(b.obj_idx) == len(b.sent_idx) == len(b.objects) == len(b.labels) == 3 * n and n > 0
         sent_ref = {s: r for r, ref in data.refs.items() for s in ref["sent_ids"]}
-        ann_of = {a: (iid, k) for iid in b.image_ids for k, a in enumerate(data.images[iid].ann_ids)}
+        ann_of = {a: (iid, k) for iid in data.images for k, a in enumerate(data.images[iid].ann_ids)}
         for i in range(n):
             pa, na = b.pos_ann_ids[i], b.neg_ann_ids[i]
-            assert pa != na
-            assert ann_of[pa][0] == ann_of[na][0]                     # the visual negative is in the same image
-            assert sent_ref[b.neg_sent_ids[i]] != sent_ref[b.pos_sent_ids[i]]
-            assert ann_of[pa][1] == data.refs[sent_ref[b.pos_sent_ids[i]]]["ann_index"]   # the referent
-            # rows: [pos | visual neg (same sentence) | language neg (same object)]
-            assert int(b.obj_idx[i]) == int(b.obj_idx[2 * n + i]) and int(b.sent_idx[i]) == int(b.sent_idx[n + i])
-            assert int(b.obj_idx[n + i]) != int(b.obj_idx[i]) and int(b.sent_idx[2 * n + i]) != int(b.sent_idx[i])
             img = data.images[ann_of[pa][0]]
-            same_type += int(img.categories[ann_of[pa][1]] == img.categories[ann_of[na][1]])
+            has_other_type = len(set(img.categories.tolist())) > 1
+            if has_other_type:   # MAttNet's in-image draw: another object of the image
+                assert pa != na and ann_of[pa][0] == ann_of[na][0]
+            other_ref += int(sent_ref[b.neg_sent_ids[i]] != sent_ref[b.pos_sent_ids[i]])  # the dataset-wide draw may hit it
+            assert ann_of[pa][1] == data.refs[sent_ref[b.pos_sent_ids[i]]]["ann_index"]   # the referent
+            same_type += int(ann_of[pa][0] == ann_of[na][0] and img.categories[ann_of[pa][1]] == img.categories[ann_of[na][1]])
             total += 1
-    assert 0 < same_type < total
+    assert 0 < same_type < total and other_ref >= 0.95 * total
     # deterministic in (seed, iteration)
     again = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data)).batch(5)
     first = sampler.batch(5)
     assert again.pos_sent_ids == first.pos_sent_ids and again.neg_ann_ids == first.neg_ann_ids
+
+
+def test_training_batch_has_one_entry_per_row_as_mattnets_lossfun(gcfg):
+    """Rows [pos | visual neg | pos] of objects and [sent | sent | neg sent] of labels, one entry
+    each (the att_fuse BatchNorm sees a positive object twice per sentence, and word dropout is
+    drawn per row), as MAttNet's lossFun concatenates Feats / labels."""
+    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+
+    data = GroundingData.open(gcfg)
+    vocab = data.build_vocab(0)
+    b = BatchSampler(gcfg, data, vocab, VisualFeatures(gcfg, data)).batch(0)
+    n = len(b.pos_sent_ids)
+    assert n == gcfg.grounding.seq_per_ref * sum(
+        len([r for r in data.images[i].ref_ids if data.refs[r]["split"] == "train"]) for i in b.image_ids)
+    assert torch.equal(b.obj_idx, torch.arange(3 * n)) and torch.equal(b.sent_idx, torch.arange(3 * n))
+    assert torch.equal(b.objects.pool5[:n], b.objects.pool5[2 * n:])
+    assert torch.equal(b.objects.lfeats[:n], b.objects.lfeats[2 * n:])
+    assert torch.equal(b.labels[:n], b.labels[n:2 * n])
+    max_len = b.labels.shape[1]
+    for i in range(n):
+        want = vocab.encode(data.sentences[b.neg_sent_ids[i]], 10)
+        assert b.labels[2 * n + i].tolist() == want + [0] * (max_len - len(want))
+    # the same sentence twice in the batch: two rows, two word-dropout draws
+    torch.manual_seed(0)
+    net = MAttNet(gcfg.grounding, len(vocab), gcfg.model.feat_channels, gcfg.model.head_out_channels).train()
+    _, _, embedded = net.rnn_encoder(b.labels)
+    assert not torch.equal(embedded[0], embedded[n])
+
+
+def test_negative_fallbacks_are_mattnets():
+    """No different-type object and the coin says no: None (MAttNet draws any annotated object of
+    the dataset, not the same-type one); one object: None / None; no other ref: None."""
+    from sepnms.engine.ground_data import ImageObjects, sample_negatives
+
+    boxes = np.array([[0, 0, 5, 5], [10, 0, 15, 5], [20, 0, 25, 5]], np.float32)
+    same = ImageObjects(1, 50, 50, [1, 2, 3], boxes, np.array([4, 4, 4]), [7])
+    rng = np.random.default_rng(0)
+    assert {sample_negatives(rng, same, 0, {0: 7}, 0.0) for _ in range(20)} == {(None, None)}
+    assert {sample_negatives(rng, same, 0, {0: 7}, 1.0)[0] for _ in range(40)} == {1, 2}
+    one = ImageObjects(2, 50, 50, [9], boxes[:1], np.array([4]), [8])
+    assert sample_negatives(rng, one, 0, {0: 8}, 0.3) == (None, None)
+    mixed = ImageObjects(3, 50, 50, [1, 2, 3], boxes, np.array([4, 5, 5]), [7, 9])
+    picks = {sample_negatives(rng, mixed, 0, {0: 7, 2: 9}, 0.3) for _ in range(40)}
+    assert {p[0] for p in picks} == {1, 2} and {p[1] for p in picks} == {9}
+
+
+def test_one_object_images_keep_their_rows(gcfg):
+    """An image reduced to its referent still gives seq_per_ref rows per sentence draw; the visual
+    negative is another image's object, pooled on this image's head (as MAttNet's getBatch)."""
+    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+
+    data = GroundingData.open(gcfg)
+    sampler0 = BatchSampler(gcfg, data, data.build_vocab(0), VisualFeatures(gcfg, data))
+    iid = sampler0.images_of(0)[0]
+    img = data.images[iid]
+    rid = next(r for r in img.ref_ids if data.refs[r]["split"] == "train")
+    a = data.refs[rid]["ann_index"]
+    for r in [r for r in img.ref_ids if r != rid]:
+        del data.refs[r]
+    img.ref_ids[:] = [rid]
+    img.ann_ids[:] = [img.ann_ids[a]]
+    img.boxes, img.categories = img.boxes[a:a + 1], img.categories[a:a + 1]
+    data.refs[rid]["ann_index"] = 0
+    feats = VisualFeatures(gcfg, data)
+    b = BatchSampler(gcfg, data, data.build_vocab(0), feats).batch(0)
+    rows = [i for i, pa in enumerate(b.pos_ann_ids) if pa == img.ann_ids[0]]
+    assert len(rows) == gcfg.grounding.seq_per_ref
+    n = len(b.pos_sent_ids)
+    for i in rows:
+        na = b.neg_ann_ids[i]
+        other = next(j for j, o in data.images.items() if na in o.ann_ids)
+        k = data.images[other].ann_ids.index(na)
+        pool5, _ = feats.grids(iid, data.images[other].boxes[k:k + 1])  # this image's head, that box
+        torch.testing.assert_close(b.objects.pool5[n + i], pool5[0])
+
+
+def test_batchnorm_scales_start_uniform_and_images_keep_a_fixed_order(gcfg):
+    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+
+    torch.manual_seed(0)
+    net = MAttNet(GroundingConfig(jemb_dim=64), 50, 16, 32)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bns) == 13   # att_fuse + 2 per matching MLP (3 modules x 2 MLPs)
+    w = torch.cat([m.weight.detach() for m in bns])
+    assert 0.0 <= float(w.min()) and float(w.max()) < 1.0 and 0.4 < float(w.mean()) < 0.6
+    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in bns)
+    data = GroundingData.open(gcfg)
+    sampler = BatchSampler(gcfg, data, data.build_vocab(0), VisualFeatures(gcfg, data))
+    ids, b = data.image_ids("train"), gcfg.grounding.batch_images
+    walk = [i for it in range(2 * len(ids)) for i in sampler.images_of(it)]
+    assert walk == [ids[p % len(ids)] for p in range(2 * len(ids) * b)]
 
 
 class _RightmostNet(torch.nn.Module):
@@ -216,17 +305,96 @@ def test_eval_on_hand_made_candidates_picks_the_expected_box(gcfg):
             expected[s] = False
         sets[s] = CandidateSet(ref["image_id"], boxes, np.arange(len(boxes)))
     vocab = GroundingVocab(["<PAD>", "<UNK>"])
-    preds = predict(_RightmostNet(), vocab, VisualFeatures(gcfg, data, size=0), data, sets, gcfg)
+    chosen = predict(_RightmostNet(), vocab, VisualFeatures(gcfg, data, size=0), data, sets, gcfg)
     for s in sents:
         if len(sets[s].boxes):
-            np.testing.assert_array_equal(preds[s], sets[s].boxes[int(np.argmax(sets[s].boxes[:, 0]))])
+            assert chosen[s] == int(np.argmax(sets[s].boxes[:, 0]))
         else:
-            assert preds[s] is None
-    m = accuracy_of(data, split, preds)
+            assert chosen[s] is None
+    m = accuracy_of(data, split, sets, chosen)
     assert m["downstream_n"] == len(sents)
     assert m["downstream_accuracy"] == pytest.approx(sum(expected.values()) / len(sents))
     lo, hi = m["downstream_accuracy_ci"]
     assert lo <= m["downstream_accuracy"] <= hi
+
+
+def _one_image_data():
+    """A hand-made GroundingData: image 1 (100 x 80) with referent ann 10 at [20, 10, 40, 30]
+    (x2 = x + w: w = h = 20) and ann 11 at [21, 10, 41, 30] (IoU with it 19 x 20 / (2 x 400 - 380)
+    = 0.905), one ref (ann 10) with sentence 100."""
+    from sepnms.engine.ground_data import GroundingData, ImageObjects
+
+    img = ImageObjects(1, 100, 80, [10, 11], np.array([[20, 10, 40, 30], [21, 10, 41, 30]], np.float32),
+                       np.array([1, 1]), [5])
+    refs = {5: {"image_id": 1, "ann_index": 0, "split": "val", "sent_ids": [100], "category_id": 1}}
+    return GroundingData({1: img}, refs, {100: ["left", "cup"]}, {1: "cup"}, {})
+
+
+def test_grounding_vocabulary_counts_every_split_as_mattnets_prepro():
+    """A word seen 6 times in val sentences only is in (count > 5 over all splits); one seen 5
+    times over train + val is not; '__background__' is added with the category words."""
+    from sepnms.engine.ground_data import GroundingData, ImageObjects
+
+    img = ImageObjects(1, 100, 80, [10], np.array([[0, 0, 5, 5]], np.float32), np.array([1]), [5, 6])
+    refs = {5: {"image_id": 1, "ann_index": 0, "split": "train", "sent_ids": list(range(100, 106)), "category_id": 1},
+            6: {"image_id": 1, "ann_index": 0, "split": "val", "sent_ids": list(range(200, 206)), "category_id": 1}}
+    sents = {**{100 + i: ["left", "mug"] + (["red"] if i < 3 else []) for i in range(6)},
+             **{200 + i: ["teal"] + (["red"] if i < 2 else []) for i in range(6)}}
+    vocab = GroundingData({1: img}, refs, sents, {1: "cup"}, {}).build_vocab(5)
+    assert {"left", "mug", "teal", "cup", "__background__"} <= set(vocab.words) and "red" not in vocab.words
+
+
+def test_gt_accuracy_counts_the_chosen_index_as_mattnets_eval_easy():
+    """Choosing ann 11 (not the referent, IoU 0.905 with it) is wrong under MAttNet's rule
+    (pred_ann_id == ref ann_id) and right under the IoU option."""
+    from sepnms.engine.ground import CandidateSet, accuracy_of, sentence_hits
+
+    data = _one_image_data()
+    img = data.images[1]
+    gt = {100: CandidateSet(1, img.boxes, img.categories, ann_ids=list(img.ann_ids))}
+    assert sentence_hits(data, [100], gt, {100: 1}) == [0.0]
+    assert sentence_hits(data, [100], gt, {100: 0}) == [1.0]
+    assert sentence_hits(data, [100], gt, {100: 1}, gt_rule="iou") == [1.0]
+    assert accuracy_of(data, "val", gt, {100: 1})["downstream_accuracy"] == 0.0
+    assert load_config("demo").grounding.gt_accuracy == "index"
+
+
+def test_detection_boxes_enter_the_iou_with_plus_one_width():
+    """A detection [20, 10, 29, 29] covers pixels 20..29 = 10 of the referent's 20 columns: as
+    MAttNet's dets.json writes it (w = x2 - x1 + 1 = 10) its IoU is 200 / 400 = 0.5, a hit; read
+    one pixel narrower (w = 9) it is 0.45, a miss."""
+    from sepnms.engine.ground import CandidateSet, sentence_hits
+
+    data = _one_image_data()
+    box = np.array([[20, 10, 29, 29]], np.float32)
+    det = CandidateSet(1, box, np.array([1]), plus_one=True)
+    assert det.xywh(0) == [20.0, 10.0, 10.0, 20.0]
+    assert sentence_hits(data, [100], {100: det}, {100: 0}) == [1.0]
+    assert sentence_hits(data, [100], {100: CandidateSet(1, box, np.array([1]))}, {100: 0}) == [0.0]
+
+
+def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
+    import json
+
+    from sepnms.engine.ground import file_sets
+    from sepnms.engine.ground_data import GroundingData
+
+    data = GroundingData.open(gcfg)
+    s0 = data.sent_ids("val")[0]
+    iid = next(r for r in data.refs.values() if s0 in r["sent_ids"])["image_id"]
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text(json.dumps([{"det_id": 1, "image_id": iid, "box": [10, 20, 31, 41], "category_id": 3, "score": 0.9}]))
+    assert file_sets(theirs, data, "val")[s0].xywh(0) == [10.0, 20.0, 31.0, 41.0]  # the file's own box
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps([{"sent_id": s0, "image_id": iid, "box": [10, 20, 30, 40], "fin_score": 0.5}]))
+    assert file_sets(ours, data, "val")[s0].xywh(0) == [10.0, 20.0, 30.0, 40.0]
+    # the detector's own detections: w = x2 - x1 + 1, as run_detect.py writes dets.json
+    from sepnms.engine.ground import mattnet_det_sets
+
+    dets = mattnet_det_sets(gcfg, data, "val")
+    cs = next(c for c in dets.values() if len(c.boxes))
+    x1, y1, x2, y2 = (float(v) for v in cs.boxes[0])
+    assert cs.plus_one and cs.xywh(0) == [x1, y1, x2 - x1 + 1, y2 - y1 + 1]
 
 
 def test_resume_equals_uninterrupted(gcfg, tmp_path):
@@ -274,8 +442,8 @@ def test_tiny_training_overfits_to_full_gt_box_accuracy(tmp_path):
     summary = train_grounding(cfg, resume=False, progress=False)
     data = GroundingData.open(cfg)
     net, vocab = load_trained(cfg, "best")
-    preds = predict(net, vocab, VisualFeatures(cfg, data, size=0), data, gt_sets(data, "train"), cfg)
-    m = accuracy_of(data, "train", preds)
+    sets = gt_sets(data, "train")
+    m = accuracy_of(data, "train", sets, predict(net, vocab, VisualFeatures(cfg, data, size=0), data, sets, cfg))
     assert m["downstream_n"] >= 8
     assert summary["best_val_accuracy"] == 1.0 and m["downstream_accuracy"] == 1.0
 

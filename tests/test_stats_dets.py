@@ -50,3 +50,41 @@ def test_mattnet_detections_lowers_threshold_until_one_survives():
     scores[:, 1] = 0.0
     dets = mattnet_detections(boxes, scores)
     assert [d.class_index for d in dets] == [2]  # 0.649 >= 0.55 after one step down
+
+
+def test_mattnet_detections_come_class_by_class_not_by_score():
+    """run_detect.py lists cls_to_dets class by class, each class's boxes in NMS order: a higher
+    score in class 2 does not move it before class 1."""
+    boxes, scores = _scene()
+    boxes[3, 2] = [40, 40, 50, 50]
+    scores[3, 2] = 0.95
+    dets = mattnet_detections(boxes, scores)
+    assert [(d.class_index, round(d.score, 3)) for d in dets] == [(1, 0.9), (1, 0.65), (2, 0.95)]
+    dets = mattnet_detections(boxes, scores, class_order=[2, 1])
+    assert [(d.class_index, round(d.score, 3)) for d in dets] == [(2, 0.95), (1, 0.9), (1, 0.65)]
+    with pytest.raises(ValueError, match="class_order"):
+        mattnet_detections(boxes, scores, class_order=[1, 1])
+
+
+def test_py2_dict_order_is_cpython_27s():
+    """Expected orders printed by CPython 2.7.18 (64-bit): ``d = {}; for k in keys: d[k] = 1;
+    print d.keys()`` over the 80 COCO class names (ascending category id, as json.load gives them:
+    unicode) and over 20 COCO-like image ids."""
+    from sepnms.detection.py2_order import py2_dict_order, py2_hash
+    from sepnms.world.generate import COCO_CATEGORIES
+
+    names = [n for _, n, _ in sorted(COCO_CATEGORIES)]
+    want = ["toilet", "teddy bear", "cup", "bicycle", "kite", "carrot", "stop sign", "tennis racket", "donut",
+            "snowboard", "sandwich", "motorcycle", "oven", "keyboard", "scissors", "airplane", "couch", "mouse",
+            "fire hydrant", "boat", "apple", "sheep", "horse", "banana", "baseball glove", "tv", "traffic light",
+            "chair", "bowl", "microwave", "bench", "book", "elephant", "orange", "tie", "clock", "bird", "knife",
+            "pizza", "fork", "hair drier", "frisbee", "umbrella", "bottle", "bus", "bear", "vase", "toothbrush",
+            "spoon", "train", "sink", "potted plant", "handbag", "cell phone", "toaster", "broccoli", "refrigerator",
+            "laptop", "remote", "surfboard", "cow", "dining table", "hot dog", "car", "sports ball", "skateboard",
+            "dog", "bed", "cat", "person", "skis", "giraffe", "truck", "parking meter", "suitcase", "cake",
+            "wine glass", "baseball bat", "backpack", "zebra"]
+    assert py2_dict_order(names) == want
+    ids = [9, 25, 30, 34, 36, 42, 49, 61, 64, 71, 72, 73, 74, 77, 78, 81, 86, 89, 92, 94]
+    assert py2_dict_order(ids) == [64, 34, 36, 81, 71, 72, 9, 42, 77, 78, 89, 49, 74, 94, 86, 73, 25, 92, 61, 30]
+    assert py2_hash(-1) == -2 and py2_hash("") == 0
+    assert py2_hash("person") == -3284273795594775055 and py2_hash("a") == 12416037344  # CPython 2.7's hash()

@@ -271,6 +271,12 @@ class DetectorConfig(_Section):
     det_nms: float = 0.3
     det_score: float = 0.65
     det_lower_step: float = 0.1
+    det_order: Literal["py2", "py3"] = "py2"
+    """Order of ``detect``'s ``dets.json`` (and so its ``det_id`` = ``h5_id``): MAttNet's
+    ``run_detect.py`` walks ``refer.Imgs`` and, per image, ``cls_to_dets`` (class name -> boxes in
+    NMS order).  ``py2``: those dicts' CPython 2.7 iteration order, as MAttNet's released
+    detections were written; ``py3``: the same script under Python 3 (images in instances.json
+    order, classes by category id)."""
     batch_images: int = Field(1, ge=1)
     """Images of the same resized size run through the trunk together."""
     roi_chunk: int = Field(300, ge=1)
@@ -355,6 +361,14 @@ class GroundingConfig(_Section):
     train_split: str = "train"
     val_split: str = "val"
     val_max_sentences: Optional[int] = None
+    shuffle_images: bool = False
+    """False: the training images in one fixed order (ascending id), epoch after epoch, as MAttNet
+    (its loader never reshuffles); True: a seeded permutation per epoch."""
+    gt_accuracy: Literal["index", "iou"] = "index"
+    """Accuracy on ground-truth boxes (``ground eval`` method ``gt`` and the validation that picks
+    ``best.pt``): ``index`` = the chosen object is the referent (MAttNet's ``eval_easy_utils``);
+    ``iou`` = IoU >= 0.5 with the referent's box, as for detections (not MAttNet's rule: two
+    overlapping annotations can both pass)."""
     feature_cache_images: int = 64
     """Images whose frozen pool5 / fc7 grids stay in memory (LRU)."""
 

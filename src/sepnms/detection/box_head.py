@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from sepnms.detection.boxes import clip, decode
+from sepnms.detection.boxes import clip_one_sided, decode
 from sepnms.models.head import Layer4Head
 from sepnms.models.pooling import pool_rois
 
@@ -24,8 +24,9 @@ def roi_fc7(c4: Tensor, rois: Tensor, layer4: Layer4Head, stride: int, pool_size
 def classify(fc7: Tensor, cls_score_net: nn.Linear, bbox_pred_net: nn.Linear, rois: Tensor, scale: float,
              height: int, width: int, stds: Sequence[float]) -> tuple[Tensor, Tensor]:
     """fc7 [N, D], rois [N, 4] (resized pixels) -> (scores [N, K] softmax, boxes [N, K, 4] xyxy in
-    original-image pixels clipped to ``[0, width-1] x [0, height-1]``); deltas x ``stds``, ``+1`` decode."""
+    original-image pixels clipped one-sidedly as MAttNet's ``_clip_boxes``: x1, y1 >= 0, x2 <= width - 1,
+    y2 <= height - 1); deltas x ``stds``, ``+1`` decode."""
     scores = torch.softmax(cls_score_net(fc7).float(), dim=1)
     deltas = bbox_pred_net(fc7).float() * fc7.new_tensor(stds, dtype=torch.float32).repeat(scores.shape[1])
-    boxes = clip(decode(rois.float() / scale, deltas), height, width)
+    boxes = clip_one_sided(decode(rois.float() / scale, deltas), height, width)
     return scores, boxes.reshape(len(rois), -1, 4)

@@ -36,6 +36,17 @@ def clip(boxes: Tensor, height: float, width: float) -> Tensor:
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1).reshape(boxes.shape)
 
 
+def clip_one_sided(boxes: Tensor, height: float, width: float) -> Tensor:
+    """boxes [N, 4K] -> MAttNet's ``Inference._clip_boxes`` (and mask-faster-rcnn's test-time
+    ``_clip_boxes``): ``x1, y1 >= 0`` and ``x2 <= width - 1``, ``y2 <= height - 1`` only, so a
+    box's x1 may stay past ``width - 1`` and its x2 below 0 (the two-sided ``clip`` clamps both
+    ends; the proposal layer uses that one)."""
+    b = boxes.reshape(len(boxes), -1, 4)
+    out = torch.stack((b[..., 0].clamp(min=0), b[..., 1].clamp(min=0), b[..., 2].clamp(max=float(width) - 1),
+                       b[..., 3].clamp(max=float(height) - 1)), dim=-1)
+    return out.reshape(boxes.shape)
+
+
 def nms_plus_one(boxes: Tensor, scores: Tensor, iou: float) -> Tensor:
     """Greedy NMS with the ``+1`` area convention (torchvision's ``nms`` on ``x2 + 1, y2 + 1``);
     indices kept, by decreasing score."""

@@ -1,10 +1,12 @@
 """MAttNet's test-time image preprocessing.
 
-BGR pixels as float32, minus the BGR means (no std division), *then* resized with bilinear
-interpolation so the short side is ``test_scale`` unless the long side would pass ``test_max_size``
-(then the long side is that).  The resize follows ``cv2.resize(fx=s, fy=s, INTER_LINEAR)``: output
-size ``round(side * s)``, source coordinate ``(dst + 0.5) / s - 0.5`` clamped at the borders (no
-antialiasing), computed here by ``aten::upsample_bilinear2d`` given both the size and the scale.
+BGR pixels (``cv2.imread``) as float32, minus the BGR means (no std division; float32 minus the
+float64 means, cast back to float32, as numpy's in-place ``im -= cfg.PIXEL_MEANS``), *then* resized
+with ``cv2.resize(fx=s, fy=s, interpolation=INTER_LINEAR)`` itself so the short side is
+``test_scale`` unless the long side would pass ``test_max_size`` (then the long side is that):
+output size ``round(side * s)``, source coordinate ``(dst + 0.5) / s - 0.5`` in double precision,
+clamped at the borders.  (``aten::upsample_bilinear2d`` computes the source coordinates in float32:
+up to 0.015 grey levels away from OpenCV, enough to reorder near-tied proposals.)
 ``im_info = [H', W', scale]``.
 """
 from __future__ import annotations
@@ -31,21 +33,21 @@ def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return int(round(height * scale)), int(round(width * scale))
 
 
-def resize_bilinear(x: Tensor, scale: float, size: tuple[int, int]) -> Tensor:
-    """x [B, C, H, W] float -> [B, C, size] sampled as ``cv2.resize(fx=fy=scale, INTER_LINEAR)``."""
-    return torch.ops.aten.upsample_bilinear2d(x, list(size), False, float(scale), float(scale))
-
-
-def preprocess(rgb: np.ndarray | Tensor, means: Sequence[float], short: int, max_size: int,
+def preprocess(bgr: np.ndarray, means: Sequence[float], short: int, max_size: int,
                device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
-    """rgb uint8 [H, W, 3] (RGB, as PIL decodes) -> (blob [1, 3, H', W'] float32 BGR minus means,
-    im_info [3] float32 = (H', W', scale))."""
-    img = torch.as_tensor(np.require(rgb, np.uint8, ["C", "W"]) if isinstance(rgb, np.ndarray) else rgb, device=device)
-    if img.dim() != 3 or img.shape[2] != 3:
+    """bgr uint8 [H, W, 3] (BGR, as ``cv2.imread`` decodes: ``io.images.read_bgr``) -> (blob
+    [1, 3, H', W'] float32 BGR minus means on ``device``, im_info [3] float32 = (H', W', scale))."""
+    import cv2
+
+    img = np.asarray(bgr)
+    if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"image must be [H, W, 3], got {tuple(img.shape)}")
     h, w = int(img.shape[0]), int(img.shape[1])
-    bgr = img.flip(-1).to(torch.float32) - torch.tensor(means, dtype=torch.float32, device=img.device)
+    im = img.astype(np.float32, copy=True)
+    im -= np.asarray(means, dtype=np.float64).reshape(1, 1, 3)
     scale = image_scale(h, w, short, max_size)
-    size = resized_size(h, w, scale)
-    blob = resize_bilinear(bgr.permute(2, 0, 1).unsqueeze(0).contiguous(), scale, size)
-    return blob, torch.tensor([size[0], size[1], scale], dtype=torch.float32)
+    resized = cv2.resize(im, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    if resized.shape[:2] != resized_size(h, w, scale):  # OpenCV's own rounding of the output size
+        raise ValueError(f"cv2.resize gave {resized.shape[:2]}, expected {resized_size(h, w, scale)}")
+    blob = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))[None].to(device)
+    return blob, torch.tensor([resized.shape[0], resized.shape[1], scale], dtype=torch.float32)

@@ -8,7 +8,10 @@ Writes under ``<workdir>/detect/``, in the layouts the rest of the ecosystem rea
   (Ref-NMS's files; ``prepare`` reads them through ``paths.rpn_boxes`` / ``paths.rpn_box_scores``);
 * ``dets.json``: MAttNet's own detections (per class NMS 0.3, score >= 0.65, the threshold lowered
   by 0.1 until an image has one): ``{det_id, h5_id, box: [x, y, w, h] with w = x2 - x1 + 1,
-  image_id, category_id, category_name, score}``;
+  image_id, category_id, category_name, score}``, in ``run_detect.py``'s order (images as
+  ``refer.Imgs``, then class by class, each class's boxes by NMS order; ``detector.det_order``
+  picks the CPython 2.7 dict order of MAttNet's released files or Python 3's), ``det_id = h5_id``
+  counting up in that order;
 * with ``--save-head float16|float32``: ``head_feats/<image_id>.h5`` (``head`` [1, C, H'/16, W'/16],
   ``im_info``), MAttNet's head-feature layout (``paths.head_feats_dir``).
 
@@ -37,7 +40,7 @@ from sepnms.engine.image_features import autocast, detector_checkpoint
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path, atomic_write_json
 from sepnms.io.head_feats import write_head
-from sepnms.io.images import coco_file_name, image_ids_in_folder, read_rgb
+from sepnms.io.images import coco_file_name, image_ids_in_folder, read_bgr
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.rpn import load_rpn, write_rpn
 
@@ -94,11 +97,11 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         iid = self.ids[i]
         try:
-            rgb = read_rgb(self.files[iid])
+            bgr = read_bgr(self.files[iid])
         except InputError as err:  # handed to the main process whole (a worker would wrap it in a traceback)
             return iid, None, None, err.problem
-        blob, info = preprocess(rgb, self.dc.pixel_means, self.dc.test_scale, self.dc.test_max_size)
-        return iid, blob, info, rgb.shape[:2]
+        blob, info = preprocess(bgr, self.dc.pixel_means, self.dc.test_scale, self.dc.test_max_size)
+        return iid, blob, info, bgr.shape[:2]
 
 
 def _fingerprint(cfg: Config, ckpt: Path, save_head: str, source: str) -> str:
@@ -123,17 +126,46 @@ def _write_part(path: Path, results: dict[int, dict[str, np.ndarray]]) -> None:
                     f.create_dataset(f"{key}/{iid}", data=r[key])
 
 
+def dets_image_order(cfg: Config, ids: list[int], images_dir: Optional[Path] = None) -> list[int]:
+    """The images of ``dets.json`` in ``run_detect.py``'s ``refer.Imgs.items()`` order: the
+    instances file's image order (a folder: ascending id) under Python 3, that dict's CPython 2.7
+    order for ``detector.det_order = py2``."""
+    order = sorted(ids)
+    if images_dir is None:
+        from sepnms.data.refdb import load_refer
+
+        mine = set(ids)
+        order = [iid for iid in load_refer(cfg).img_by_id if iid in mine]
+        order += sorted(mine - set(order))
+    if cfg.detector.det_order == "py2":
+        from sepnms.detection.py2_order import py2_dict_order
+
+        order = py2_dict_order(order)
+    return order
+
+
+def dets_class_order(cfg: Config, categories: list[tuple[int, str]]) -> list[int]:
+    """Detector class indices (1..80) in the order of ``cls_to_dets.items()`` (keyed by class name)."""
+    if cfg.detector.det_order == "py2":
+        from sepnms.detection.py2_order import py2_dict_order
+
+        rank = {name: i for i, name in enumerate(py2_dict_order([name for _, name in categories]))}
+        return sorted(range(1, len(categories) + 1), key=lambda c: rank[categories[c - 1][1]])
+    return list(range(1, len(categories) + 1))
+
+
 def write_merged(parts: list[Path], boxes_tmp: Path, paths: dict[str, Path], order: list[int],
-                 categories: list[tuple[int, str]]) -> None:
+                 categories: list[tuple[int, str]], dets_order: Optional[list[int]] = None) -> None:
     """Join the parts: the scores pickle and dets.json first (atomic each), the boxes pickle last
-    at ``boxes_tmp`` (renamed onto ``rpn_boxes.pkl`` by PartFiles)."""
+    at ``boxes_tmp`` (renamed onto ``rpn_boxes.pkl`` by PartFiles).  ``dets.json`` lists the images
+    in ``dets_order`` (default ``order``), each image's rows as the part holds them."""
     boxes, scores, dets = {}, {}, {}
     for part in parts:
         with h5py.File(part, "r") as f:
             for iid in (int(v) for v in str(f.attrs["meta_images"]).split(",") if v):
                 boxes[iid], scores[iid], dets[iid] = f[f"boxes/{iid}"][()], f[f"scores/{iid}"][()], f[f"dets/{iid}"][()]
     entries = []
-    for iid in order:
+    for iid in dets_order or order:
         for x1, y1, x2, y2, sc, cls in dets[iid].tolist():
             cid, name = categories[int(cls) - 1]
             entries.append({"det_id": len(entries), "h5_id": len(entries), "box": [x1, y1, x2 - x1 + 1, y2 - y1 + 1],
@@ -145,7 +177,8 @@ def write_merged(parts: list[Path], boxes_tmp: Path, paths: dict[str, Path], ord
     safe_pickle.dump(boxes_tmp, {iid: boxes[iid] for iid in order})
 
 
-def _run_batch(model, items: list, cfg: Config, device: str, save_head: str, head_dir: Path) -> dict[int, dict]:
+def _run_batch(model, items: list, cfg: Config, device: str, save_head: str, head_dir: Path,
+               class_order: list[int]) -> dict[int, dict]:
     dc = cfg.detector
     blob = torch.cat([b for _, b, _, _ in items]).to(device, non_blocking=True)
     infos = torch.stack([i for _, _, i, _ in items])
@@ -154,7 +187,7 @@ def _run_batch(model, items: list, cfg: Config, device: str, save_head: str, hea
     out = {}
     for k, ((iid, _, info, _), d) in enumerate(zip(items, dets)):
         boxes, scores = d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy()
-        kept = mattnet_detections(boxes, scores, dc.det_nms, dc.det_score, dc.det_lower_step)
+        kept = mattnet_detections(boxes, scores, dc.det_nms, dc.det_score, dc.det_lower_step, class_order)
         rows = np.array([[*x.box, x.score, x.class_index] for x in kept], np.float32).reshape(-1, 6)
         out[iid] = {"boxes": boxes.reshape(len(boxes), -1), "scores": scores, "dets": rows}
         if save_head != "none":
@@ -182,6 +215,7 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
     categories = category_names(cfg)
     if len(categories) != dc.num_classes - 1:
         raise ConfigError(f"detector.num_classes {dc.num_classes} but {len(categories)} categories known")
+    class_order = dets_class_order(cfg, categories)
     done = parts.begin()
     mine = shard_keys(files, shard)
     chunks = list(chunked(mine, flush_every, done))
@@ -202,17 +236,17 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
         for group in by_shape.values():
             for s in range(0, len(group), dc.batch_images):
                 results.update(_run_batch(model, group[s:s + dc.batch_images], cfg, device, save_head,
-                                          paths["head_feats_dir"]))
+                                          paths["head_feats_dir"], class_order))
                 bar.update(len(group[s:s + dc.batch_images]))
         _write_part(parts.part_path(chunk), {iid: results[iid] for iid in chunk})
     bar.close()
-    if merge and _merge(parts, sorted(files), paths, categories):
+    if merge and _merge(parts, sorted(files), paths, categories, dets_image_order(cfg, list(files), images_dir)):
         return {k: str(v) for k, v in paths.items() if k != "head_feats_dir" or save_head != "none"}
     return {"parts": str(parts.folder)}
 
 
-def _merge(parts: PartFiles, order: list[int], paths: dict[str, Path], categories) -> bool:
-    return parts.merge(order, lambda ps, tmp: write_merged(ps, tmp, paths, order, categories))
+def _merge(parts: PartFiles, order: list[int], paths: dict[str, Path], categories, dets_order: list[int]) -> bool:
+    return parts.merge(order, lambda ps, tmp: write_merged(ps, tmp, paths, order, categories, dets_order))
 
 
 def merge_detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "none") -> dict[str, str]:
@@ -224,7 +258,7 @@ def merge_detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str 
     paths = detect_paths(cfg)
     if not parts.exists() and not parts.final.is_file():
         raise InputError(parts.folder, "no detect parts: run `sepnms detect` first")
-    if not _merge(parts, sorted(files), paths, category_names(cfg)):
+    if not _merge(parts, sorted(files), paths, category_names(cfg), dets_image_order(cfg, list(files), images_dir)):
         raise InputError(parts.folder, describe_missing(parts, parts.missing(files)))
     return {k: str(v) for k, v in paths.items() if k != "head_feats_dir" or save_head != "none"}
 
@@ -233,27 +267,60 @@ def merge_detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str 
 # --compare
 
 
+def match_rows_by_box(ours: np.ndarray, ref: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Pair the rows of two images' box arrays ([N, ...] and [M, ...], e.g. [N, 324]) by their boxes:
+    greedily, the pair with the smallest max-abs coordinate difference first, each row used once
+    (min(N, M) pairs).  Returns (our row indices, reference row indices), ordered by our row."""
+    a = np.asarray(ours, np.float64).reshape(len(ours), -1)
+    b = np.asarray(ref, np.float64).reshape(len(ref), -1)
+    if not len(a) or not len(b):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cost = np.concatenate([np.abs(a[i:i + chunk, None, :] - b[None]).max(2) for i in range(0, len(a), chunk)])
+    used_a, used_b = np.zeros(len(a), bool), np.zeros(len(b), bool)
+    pairs = []
+    for flat in np.argsort(cost, axis=None, kind="stable"):
+        i, j = divmod(int(flat), len(b))
+        if used_a[i] or used_b[j]:
+            continue
+        used_a[i] = used_b[j] = True
+        pairs.append((i, j))
+        if len(pairs) == min(len(a), len(b)):
+            break
+    pairs.sort()
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
 def compare_rpn(ours_boxes: Path, ours_scores: Path, ref_boxes: Path, ref_scores: Path) -> dict[str, Any]:
     """How closely our detector output matches reference pickles (e.g. Ref-NMS's released
-    ``rpn_boxes.pkl`` / ``rpn_box_scores.pkl``), row by row over the images both hold.
+    ``rpn_boxes.pkl`` / ``rpn_box_scores.pkl``) over the images both hold.
 
-    Rows are compared in order (both files list proposals by decreasing objectness), on images
-    with the same number of rows.  Returns counts and max / 99th-percentile absolute differences of
-    the class probabilities and of the box coordinates (pixels), plus the fraction of rows whose
-    boxes (all 81 classes) agree within 1 px.
+    Rows are matched by box (``match_rows_by_box``), not by position: a reordering of near-tied
+    proposals is no difference, and an image with a row more or less still compares the rest.
+    Returns counts (rows matched, unmatched on each side, matched at another position) and max /
+    99th-percentile / median absolute differences over the matched rows of the class probabilities
+    and of the box coordinates (pixels), plus the fraction of matched rows whose boxes (all 81
+    classes) agree within 1 px.
     """
     ours, ref = load_rpn(ours_boxes, ours_scores), load_rpn(ref_boxes, ref_scores)
     common = sorted(set(ours.boxes) & set(ref.boxes) & set(ours.scores) & set(ref.scores))
     if not common:
         raise InputError(ref_boxes, f"no image_id in common with {ours_boxes}")
     same = [i for i in common if ours.boxes[i].shape[0] == ref.boxes[i].shape[0]]
-    sd = np.concatenate([np.abs(ours.scores[i] - ref.scores[i]).max(1) for i in same]) if same else np.zeros(0)
-    bd = np.concatenate([np.abs(ours.boxes[i] - ref.boxes[i]).reshape(len(ref.boxes[i]), -1).max(1)
-                         for i in same]) if same else np.zeros(0)
+    sds, bds, moved, only_ours, only_ref = [], [], 0, 0, 0
+    for iid in common:
+        ob, rb = ours.boxes[iid], ref.boxes[iid]
+        oi, ri = match_rows_by_box(ob, rb)
+        sds.append(np.abs(ours.scores[iid][oi] - ref.scores[iid][ri]).reshape(len(oi), -1).max(1, initial=0.0))
+        bds.append(np.abs(ob[oi] - rb[ri]).reshape(len(oi), -1).max(1, initial=0.0))
+        moved += int((oi != ri).sum())
+        only_ours += len(ob) - len(oi)
+        only_ref += len(rb) - len(ri)
+    sd, bd = np.concatenate(sds), np.concatenate(bds)
     stat = lambda a, q: float(np.percentile(a, q)) if a.size else None  # noqa: E731
     return {
         "images_ours": len(ours.boxes), "images_reference": len(ref.boxes), "images_common": len(common),
-        "images_same_rows": len(same), "rows_compared": int(sd.size),
+        "images_same_rows": len(same), "rows_compared": int(sd.size), "rows_only_ours": only_ours,
+        "rows_only_reference": only_ref, "rows_matched_elsewhere": moved,
         "score_abs_diff": {"max": stat(sd, 100), "p99": stat(sd, 99), "median": stat(sd, 50)},
         "box_abs_diff_px": {"max": stat(bd, 100), "p99": stat(bd, 99), "median": stat(bd, 50)},
         "rows_boxes_within_1px": float((bd <= 1.0).mean()) if bd.size else None,

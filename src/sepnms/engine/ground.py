@@ -9,7 +9,11 @@ result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank 
 images; the effective batch is ``WORLD_SIZE x batch_images``).
 
 ``eval``: for every sentence, score a candidate set with the trained MAttNet and pick the best
-box; accuracy in MAttNet's convention (IoU >= 0.5, inclusive pixels) with a bootstrap interval.
+box; accuracy as MAttNet counts it, with a bootstrap interval: on ground-truth boxes the chosen
+object is the referent (``eval_easy_utils``: ``pred_ann_id == ref ann_id``;
+``grounding.gt_accuracy``), on other candidates IoU >= 0.5 with the referent's box (inclusive
+pixels, ``eval_dets_utils``), a detection of the detector entering as MAttNet's ``dets.json`` holds
+it (``w = x2 - x1 + 1``) and a file's box as the file holds it.
 Candidate sets (methods): ``gt`` (the image's annotated objects), ``mattnet_dets`` (the detector's
 per-image detections under MAttNet's rule), every fused first-stage table in ``<workdir>/fused``
 (kept proposals at the conf ``evaluate`` chooses) and any detection file (``--dets``).
@@ -125,18 +129,32 @@ def load_trained(cfg: Config, which: str = "best") -> tuple[MAttNet, GroundingVo
 
 @dataclass
 class CandidateSet:
-    """The candidates one sentence is scored against: boxes [M, 4] xyxy (x2 = x + w), categories [M]."""
+    """The candidates one sentence is scored against: boxes [M, 4] xyxy, categories [M].
+
+    ``ann_ids`` [M]: the annotated objects' ids when the candidates are the image's ground-truth
+    boxes (then accuracy can be MAttNet's index rule); ``plus_one``: the boxes are detector
+    detections whose ``[x, y, w, h]`` has ``w = x2 - x1 + 1`` (MAttNet's ``dets.json``), else
+    ``w = x2 - x1`` (annotations: x2 = x + w; Ref-NMS-style files)."""
 
     image_id: int
     boxes: np.ndarray
     categories: np.ndarray
+    ann_ids: Optional[list[int]] = None
+    plus_one: bool = False
+
+    def xywh(self, k: int) -> list[float]:
+        """Candidate ``k`` as ``[x, y, w, h]``, the box the evaluation IoU reads."""
+        x1, y1, x2, y2 = (float(v) for v in self.boxes[k])
+        extra = 1.0 if self.plus_one else 0.0
+        return [x1, y1, x2 - x1 + extra, y2 - y1 + extra]
 
 
 @torch.no_grad()
 def predict(net: MAttNet, vocab: GroundingVocab, feats: VisualFeatures, data: GroundingData,
             sets: dict[int, CandidateSet], cfg: Config, progress: bool = False, images_per_forward: int = 8,
-            desc: str = "ground") -> dict[int, Optional[np.ndarray]]:
-    """``{sent_id: chosen box xyxy (None for an empty candidate set)}`` for every sentence of ``sets``.
+            desc: str = "ground") -> dict[int, Optional[int]]:
+    """``{sent_id: index of the chosen candidate (None for an empty candidate set)}`` for every
+    sentence of ``sets``.
 
     Per image: the union of its sentences' boxes is pooled once (one read of the head map); each
     distinct candidate set gets its own geometry (neighbours and contexts are within the set)."""
@@ -146,7 +164,7 @@ def predict(net: MAttNet, vocab: GroundingVocab, feats: VisualFeatures, data: Gr
     by_image: dict[int, list[int]] = {}
     for sid, s in sets.items():
         by_image.setdefault(int(s.image_id), []).append(sid)
-    out: dict[int, Optional[np.ndarray]] = {sid: None for sid, s in sets.items() if len(s.boxes) == 0}
+    out: dict[int, Optional[int]] = {sid: None for sid, s in sets.items() if len(s.boxes) == 0}
     images = sorted(by_image)
     chunks = [images[i:i + images_per_forward] for i in range(0, len(images), images_per_forward)]
     for chunk in tqdm(chunks, desc=desc, disable=not progress):
@@ -188,8 +206,7 @@ def predict(net: MAttNet, vocab: GroundingVocab, feats: VisualFeatures, data: Gr
         scores = scores.cpu().numpy()
         pos = 0
         for s, first, m in owners:
-            best = int(np.argmax(scores[pos:pos + m]))
-            out[s] = sets[s].boxes[best].astype(np.float32)
+            out[s] = int(np.argmax(scores[pos:pos + m]))
             pos += m
     return out
 
@@ -199,18 +216,34 @@ def _xywh(box_xyxy) -> list[float]:
     return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
 
 
-def accuracy_of(data: GroundingData, split: str, preds: dict[int, Optional[np.ndarray]],
-                iou: float = 0.5) -> dict[str, Any]:
-    """MAttNet-convention accuracy over every sentence of ``split`` (missing = wrong), with its interval."""
+def sentence_hits(data: GroundingData, sent_ids: Iterable[int], sets: dict[int, CandidateSet],
+                  chosen: dict[int, Optional[int]], gt_rule: str = "index", iou: float = 0.5) -> list[float]:
+    """1.0 / 0.0 per sentence (no set or no choice = wrong).  On a ground-truth set (``ann_ids``)
+    with ``gt_rule = 'index'``: the chosen object is the referent (MAttNet's ``eval_easy_utils``);
+    otherwise IoU >= ``iou`` between the chosen candidate (``CandidateSet.xywh``) and the referent's
+    box (MAttNet's ``computeIoU``, inclusive pixels)."""
+    if gt_rule not in ("index", "iou"):
+        raise ValueError(f"gt_rule must be 'index' or 'iou', not {gt_rule!r}")
     sent_to_ref = {s: r for r, ref in data.refs.items() for s in ref["sent_ids"]}
     hits = []
-    for sid in data.sent_ids(split):
+    for sid in sent_ids:
         ref = data.refs[sent_to_ref[sid]]
-        b = data.images[ref["image_id"]].boxes[ref["ann_index"]]
-        gt = _xywh(b)
-        p = preds.get(sid)
-        ok = p is not None and compute_iou_inclusive(_xywh(p), gt) >= iou
-        hits.append(1.0 if ok else 0.0)
+        img = data.images[ref["image_id"]]
+        cs, k = sets.get(sid), chosen.get(sid)
+        if cs is None or k is None:
+            hits.append(0.0)
+        elif cs.ann_ids is not None and gt_rule == "index":
+            hits.append(1.0 if int(cs.ann_ids[k]) == img.ann_ids[ref["ann_index"]] else 0.0)
+        else:
+            hits.append(1.0 if compute_iou_inclusive(cs.xywh(k), _xywh(img.boxes[ref["ann_index"]])) >= iou else 0.0)
+    return hits
+
+
+def accuracy_of(data: GroundingData, split: str, sets: dict[int, CandidateSet], chosen: dict[int, Optional[int]],
+                gt_rule: str = "index", iou: float = 0.5) -> dict[str, Any]:
+    """MAttNet's accuracy over every sentence of ``split`` (missing = wrong; ``sentence_hits``),
+    with its interval."""
+    hits = sentence_hits(data, data.sent_ids(split), sets, chosen, gt_rule, iou)
     if not hits:
         raise InputError(None, f"split {split!r} has no sentence")
     ci = bootstrap_ci(hits)
@@ -222,7 +255,7 @@ def gt_sets(data: GroundingData, split: str) -> dict[int, CandidateSet]:
     out = {}
     for rid in data.ref_ids(split):
         img = data.images[data.refs[rid]["image_id"]]
-        cs = CandidateSet(img.image_id, img.boxes, img.categories)
+        cs = CandidateSet(img.image_id, img.boxes, img.categories, ann_ids=list(img.ann_ids))
         for s in data.refs[rid]["sent_ids"]:
             out[s] = cs
     return out
@@ -242,7 +275,7 @@ def mattnet_det_sets(cfg: Config, data: GroundingData, split: str) -> dict[int, 
             boxes, scores = rpn.get(iid)
             dets = mattnet_detections(boxes, scores)
             per_image[iid] = CandidateSet(iid, np.array([d.box for d in dets], np.float32).reshape(-1, 4),
-                                          np.array([d.class_index for d in dets], np.int64))
+                                          np.array([d.class_index for d in dets], np.int64), plus_one=True)
         for s in data.refs[rid]["sent_ids"]:
             out[s] = per_image[iid]
     return out
@@ -266,7 +299,7 @@ def fused_sets(cfg: Config, method: str, split: str) -> dict[int, CandidateSet]:
 
 def file_sets(path: Path, data: GroundingData, split: str) -> dict[int, CandidateSet]:
     """A MAttNet-style detection file: per sentence when its entries carry ``sent_id``, else per image."""
-    from sepnms.io.mattnet_dets import read_dets
+    from sepnms.io.mattnet_dets import MATTNET, detect_convention, read_dets
 
     dets = read_dets(path)
     per_sent: dict[int, list[dict]] = {}
@@ -281,9 +314,11 @@ def file_sets(path: Path, data: GroundingData, split: str) -> dict[int, Candidat
     if per_sent and per_image:
         raise InputError(path, "some entries carry a sent_id and others do not (mixed per-sentence / per-image file)")
 
+    inclusive = detect_convention(dets) == MATTNET  # MAttNet's own file: x2 = x + w - 1, so w = x2 - x1 + 1
+
     def cset(iid: int, entries: list[dict]) -> CandidateSet:
         return CandidateSet(iid, np.array([d["box_xyxy"] for d in entries], np.float32).reshape(-1, 4),
-                            np.array([int(d.get("category_id", 0)) for d in entries], np.int64))
+                            np.array([int(d.get("category_id", 0)) for d in entries], np.int64), plus_one=inclusive)
 
     out = {}
     for rid in data.ref_ids(split):
@@ -320,7 +355,7 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
     torch.manual_seed(cfg.seed)
 
     data = GroundingData.open(cfg)
-    vocab = data.build_vocab(g.train_split, g.vocab_min_count)
+    vocab = data.build_vocab(g.vocab_min_count)
     att_vocab = AttributeVocab(data, g.train_split, g.num_atts) if g.att_weight > 0 else None
     if att_vocab is not None and not att_vocab:
         log.info("no attribute labels (data.json att_wds): MAttNet trains without the attribute loss")
@@ -374,10 +409,8 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
                                    "state": state, "rng": torch.get_rng_state()})
 
     def validate() -> None:
-        preds = predict(net, vocab, feats, data, val_sets, cfg)
-        hits = [1.0 if preds.get(s) is not None
-                and compute_iou_inclusive(_xywh(preds[s]), gt_xywh_cached[s]) >= 0.5 else 0.0 for s in val_sets]
-        acc = float(np.mean(hits))
+        chosen = predict(net, vocab, feats, data, val_sets, cfg)
+        acc = float(np.mean(sentence_hits(data, list(val_sets), val_sets, chosen, g.gt_accuracy)))
         net.train()
         state["history"].append({"iter": state["iter"], "val_accuracy": acc, "lr": optimizer.param_groups[0]["lr"]})
         if writer:
@@ -385,10 +418,6 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
         if acc > state["best_val"]:
             state["best_val"], state["best_iter"] = acc, state["iter"]
             save(out / "best.pt")
-
-    sent_to_ref = {s: r for r, ref in data.refs.items() for s in ref["sent_ids"]}
-    gt_xywh_cached = {s: _xywh(data.images[data.refs[sent_to_ref[s]]["image_id"]].boxes[
-        data.refs[sent_to_ref[s]]["ann_index"]]) for s in val_sets}
 
     net.train()
     bar = tqdm(total=g.max_iters, initial=state["iter"], desc="ground train", disable=not progress or rank != 0)
@@ -500,13 +529,13 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
     for name in names:
         for split in splits:
             sets = candidate_sets(cfg, data, name, split, dets_files)
-            preds = predict(net, vocab, feats, data, sets, cfg, progress, desc=f"ground {name} {split}")
-            m = accuracy_of(data, split, preds)
+            chosen = predict(net, vocab, feats, data, sets, cfg, progress, desc=f"ground {name} {split}")
+            m = accuracy_of(data, split, sets, chosen, cfg.grounding.gt_accuracy)
             hits.setdefault(name, {})[split] = dict(zip((str(s) for s in data.sent_ids(split)), m.pop("hits")))
             m["candidates_per_sentence"] = float(np.mean([len(s.boxes) for s in sets.values()])) if sets else 0.0
             results.setdefault(name, {})[split] = m
             atomic_write_json(pred_dir / f"{name}_{split}.json",
-                              [{"sent_id": int(s), "box": _xywh(b)} for s, b in sorted(preds.items()) if b is not None])
+                              [{"sent_id": int(s), "box": sets[s].xywh(k)} for s, k in sorted(chosen.items()) if k is not None])
     atomic_write_json(ground_dir(cfg) / "metrics.json", results, indent=2)
     atomic_write_json(ground_dir(cfg) / "hits.json", hits)
     merge_into_metrics(Path(cfg.workdir) / "eval" / "metrics.json", results)

@@ -84,11 +84,14 @@ class GroundingData:
     def sent_ids(self, split: str) -> list[int]:
         return [s for rid in self.ref_ids(split) for s in self.refs[rid]["sent_ids"]]
 
-    def build_vocab(self, split: str, min_count: int) -> GroundingVocab:
-        sents = [self.sentences[s] for s in self.sent_ids(split)]
+    def build_vocab(self, min_count: int) -> GroundingVocab:
+        """MAttNet's ``prepro.py`` vocabulary: tokens counted over the sentences of *every* split
+        (``refer.sentToTokens``), kept when the count is > ``min_count``, plus the category words
+        (and ``__background__``), as its ``data.json`` ``word_to_ix`` holds them."""
+        sents = [self.sentences[s] for r in sorted(self.refs) for s in self.refs[r]["sent_ids"]]
         if not sents:
-            raise InputError(None, f"no sentence in split {split!r} to build the grounding vocabulary from")
-        return build_grounding_vocab(sents, self.category_names.values(), min_count)
+            raise InputError(None, "no sentence to build the grounding vocabulary from")
+        return build_grounding_vocab(sents, [*self.category_names.values(), "__background__"], min_count)
 
 
 def _attributes(cfg: Config) -> dict[int, list[str]]:
@@ -202,12 +205,17 @@ def pad_labels(rows: Sequence[Sequence[int]]) -> torch.Tensor:
 
 @dataclass
 class TrainBatch:
-    objects: ObjectTable
-    labels: torch.Tensor        # [S, T]
-    obj_idx: torch.Tensor       # [3n]: positives, visual negatives, language negatives
-    sent_idx: torch.Tensor      # [3n]
-    att_labels: torch.Tensor    # [N, A]
-    att_select: torch.Tensor    # [N] bool: referents with attribute labels
+    """One training batch, one entry per row as MAttNet's ``lossFun`` feeds its model: n paired
+    rows, then n visual-negative rows (other object, same sentence), then n language-negative rows
+    (same object, other sentence).  ``objects`` holds the 3n rows' objects (a positive twice), so
+    BatchNorm sees what MAttNet's does; ``labels`` the 3n rows' sentences (word dropout per row)."""
+
+    objects: ObjectTable        # 3n rows: [positives | visual negatives | positives]
+    labels: torch.Tensor        # [3n, T]: [sentences | sentences | negative sentences]
+    obj_idx: torch.Tensor       # [3n] = arange(3n)
+    sent_idx: torch.Tensor      # [3n] = arange(3n)
+    att_labels: torch.Tensor    # [3n, A]
+    att_select: torch.Tensor    # [3n] bool: positive rows (the first n) whose ref has attribute labels
     image_ids: list[int]
     pos_sent_ids: list[int]
     neg_sent_ids: list[int]
@@ -215,15 +223,44 @@ class TrainBatch:
     neg_ann_ids: list[int]
 
 
-class BatchSampler:
-    """MAttNet's training batches, deterministic in (seed, iteration).
+def sample_negatives(rng: np.random.Generator, img: ImageObjects, a: int, ann_to_ref: dict[int, int],
+                     ratio: float) -> tuple[Optional[int], Optional[int]]:
+    """MAttNet's ``sample_neg_ids`` for one sentence of the ref on object ``a`` of ``img``:
+    (object index in ``img`` or None, ref id or None).  None = "draw from the whole dataset".
 
-    Iteration ``it`` of rank ``r`` takes images ``(it * world + r) * B ...`` of an endless sequence
-    of seeded permutations of the split's images.  For every ref of each image: ``seq_per_ref``
-    of its sentences (shuffled, or padded by repetition), and per sentence one visual negative
-    (another object of the image: same category with probability ``visual_sample_ratio`` when one
-    exists, else a different one) and one language negative (a sentence of another ref of the
-    image, same rule; else of another ref of the split).
+    Visual: a same-category other object with probability ``ratio`` when there is one, else a
+    different-category object when there is one, else None (MAttNet: ``random.choice(Anns)``, any
+    annotated object of any image - also when only same-category objects exist and the coin said
+    no).  Language: the same over the refs of those other objects (``annToRef``), else None
+    (MAttNet: ``random.choice(Refs)``, any ref of any split).
+    """
+    cat = img.categories[a]
+    others = [j for j in range(len(img.ann_ids)) if j != a]
+    st_obj = [j for j in others if img.categories[j] == cat]
+    dt_obj = [j for j in others if img.categories[j] != cat]
+    st_ref = [ann_to_ref[j] for j in st_obj if j in ann_to_ref]
+    dt_ref = [ann_to_ref[j] for j in dt_obj if j in ann_to_ref]
+
+    def pick(same: list, diff: list):
+        if same and rng.uniform() < ratio:
+            return same[int(rng.integers(len(same)))]
+        if diff:
+            return diff[int(rng.integers(len(diff)))]
+        return None
+
+    return pick(st_obj, dt_obj), pick(st_ref, dt_ref)
+
+
+class BatchSampler:
+    """MAttNet's training batches (``GtMRCNLoader.getBatch``), deterministic in (seed, iteration).
+
+    Iteration ``it`` of rank ``r`` takes images ``(it * world + r) * B ...`` of the split's images
+    in a fixed order (ascending id; MAttNet never reshuffles), or of an endless sequence of seeded
+    permutations with ``grounding.shuffle_images``.  For every ref of each image: ``seq_per_ref``
+    of its sentences (shuffled, or padded by repetition), and per sentence one visual and one
+    language negative (``sample_negatives``; the dataset-wide fallbacks keep one-object images'
+    rows).  A visual negative from another image is pooled, as MAttNet pools it, from the current
+    image's head map at that object's box; its location and context features are its own image's.
     """
 
     def __init__(self, cfg: Config, data: GroundingData, vocab: GroundingVocab, feats: VisualFeatures,
@@ -234,7 +271,12 @@ class BatchSampler:
         self.image_ids = data.image_ids(g.train_split)
         if not self.image_ids:
             raise InputError(cfg.refs_path(), f"no image with refs in split {g.train_split!r}")
-        self.split_refs = data.ref_ids(g.train_split)
+        self.all_anns = [(iid, k) for iid in sorted(data.images) for k in range(len(data.images[iid].ann_ids))]
+        self.all_refs = sorted(data.refs)
+        self.ann_to_ref: dict[int, dict[int, int]] = {}   # image -> {object index: ref id} (MAttNet's annToRef)
+        for rid in sorted(data.refs):
+            ref = data.refs[rid]
+            self.ann_to_ref.setdefault(ref["image_id"], {})[ref["ann_index"]] = rid
         self.rank, self.world = rank, world
         self.max_length = max_length_for(cfg.dataset, g.max_length)
 
@@ -244,30 +286,32 @@ class BatchSampler:
         out = []
         for p in range(start, start + b):
             epoch, i = divmod(p, n)
-            perm = np.random.default_rng([self.cfg.seed, 7, epoch]).permutation(n)
-            out.append(self.image_ids[int(perm[i])])
+            if self.g.shuffle_images:
+                i = int(np.random.default_rng([self.cfg.seed, 7, epoch]).permutation(n)[i])
+            out.append(self.image_ids[i])
         return out
 
-    def _pick(self, rng: np.random.Generator, same: list, diff: list) -> Optional[Any]:
-        if same and (rng.uniform() < self.g.visual_sample_ratio or not diff):
-            return same[int(rng.integers(len(same)))]
-        if diff:
-            return diff[int(rng.integers(len(diff)))]
-        return None
+    def _table(self, iid: int) -> ObjectTable:
+        img = self.data.images[iid]
+        pool5, fc7 = self.feats.grids(iid, img.boxes, cache_key=("ann", iid))
+        geom = object_geometry(xyxy_to_xywh(img.boxes), img.categories, img.width, img.height, self.g.num_cxt)
+        return object_table(pool5, fc7, geom)
+
+    def _foreign_row(self, head_iid: int, iid: int, k: int) -> ObjectTable:
+        """Object ``k`` of image ``iid`` as a visual negative of an image ``head_iid``: pool5 / fc7 at
+        its box on ``head_iid``'s head map, everything else from its own image."""
+        own = _rows(self._table(iid), [k])
+        pool5, fc7 = self.feats.grids(head_iid, self.data.images[iid].boxes[k:k + 1])
+        return ObjectTable(pool5, fc7, own.lfeats, own.dif_lfeats, own.cxt_fc7, own.cxt_lfeats, own.cxt_mask)
 
     def batch(self, it: int) -> TrainBatch:
         g, data = self.g, self.data
-        tables, offsets = [], []
-        pos_obj, neg_obj, pos_sent, neg_sent, pos_ann, neg_ann = [], [], [], [], [], []
-        att_rows: dict[int, np.ndarray] = {}
+        pos_rows, neg_rows = [], []
+        pos_sent, neg_sent, pos_ann, neg_ann, att = [], [], [], [], []
         images = self.images_of(it)
-        base = 0
         for iid in images:
             img = data.images[iid]
-            pool5, fc7 = self.feats.grids(iid, img.boxes, cache_key=("ann", iid))
-            geom = object_geometry(xyxy_to_xywh(img.boxes), img.categories, img.width, img.height, g.num_cxt)
-            tables.append(object_table(pool5, fc7, geom))
-            offsets.append(base)
+            table = self._table(iid)
             rng = np.random.default_rng([self.cfg.seed, 11, it, iid])
             image_refs = [r for r in img.ref_ids if split_matches(data.refs[r]["split"], g.train_split)]
             for rid in image_refs:
@@ -278,44 +322,42 @@ class BatchSampler:
                     sids += [sids[int(rng.integers(len(sids)))] for _ in range(g.seq_per_ref - len(sids))]
                 else:
                     sids = [sids[int(i)] for i in rng.permutation(len(sids))[:g.seq_per_ref]]
-                cat = img.categories[a]
-                same_obj = [j for j in range(len(img.ann_ids)) if j != a and img.categories[j] == cat]
-                diff_obj = [j for j in range(len(img.ann_ids)) if img.categories[j] != cat]
-                same_ref = [r for r in img.ref_ids if r != rid and data.refs[r]["category_id"] == cat]
-                diff_ref = [r for r in img.ref_ids if r != rid and data.refs[r]["category_id"] != cat]
+                labels = self.att_vocab.labels(data.attributes[rid]) \
+                    if self.att_vocab and data.attributes.get(rid) else None
                 for sid in sids:
-                    nj = self._pick(rng, same_obj, diff_obj)
-                    nr = self._pick(rng, same_ref, diff_ref)
-                    if nj is None:   # a one-object image: no visual negative in it
-                        continue
+                    nj, nr = sample_negatives(rng, img, a, self.ann_to_ref.get(iid, {}), g.visual_sample_ratio)
+                    if nj is None:
+                        n_iid, nk = self.all_anns[int(rng.integers(len(self.all_anns)))]
+                    else:
+                        n_iid, nk = iid, nj
                     if nr is None:
-                        others = [r for r in self.split_refs if r != rid]
-                        if not others:
-                            continue
-                        nr = others[int(rng.integers(len(others)))]
+                        nr = self.all_refs[int(rng.integers(len(self.all_refs)))]
                     nsids = data.refs[nr]["sent_ids"]
-                    pos_obj.append(base + a)
-                    neg_obj.append(base + nj)
+                    pos_rows.append(_rows(table, [a]))
+                    neg_rows.append(_rows(table, [nk]) if n_iid == iid else self._foreign_row(iid, n_iid, nk))
                     pos_sent.append(sid)
                     neg_sent.append(nsids[int(rng.integers(len(nsids)))])
                     pos_ann.append(img.ann_ids[a])
-                    neg_ann.append(img.ann_ids[nj])
-                if self.att_vocab and data.attributes.get(rid):
-                    att_rows[base + a] = self.att_vocab.labels(data.attributes[rid])
-            base += len(img.ann_ids)
-        if not pos_obj:
-            raise InputError(self.cfg.refs_path(), f"training batch {it} has no (object, sentence) pair with negatives")
-        objects = concat_tables(tables)
-        uniq = sorted(set(pos_sent) | set(neg_sent))
-        where = {s: i for i, s in enumerate(uniq)}
-        labels = pad_labels([self.vocab.encode(data.sentences[s], self.max_length) for s in uniq])
-        obj_idx = torch.as_tensor(pos_obj + neg_obj + pos_obj, dtype=torch.long)
-        sent_idx = torch.as_tensor([where[s] for s in pos_sent + pos_sent + neg_sent], dtype=torch.long)
+                    neg_ann.append(data.images[n_iid].ann_ids[nk])
+                    att.append(labels)
+        if not pos_rows:
+            raise InputError(self.cfg.refs_path(), f"training batch {it} has no (object, sentence) pair")
+        n = len(pos_rows)
+        objects = concat_tables(pos_rows + neg_rows + pos_rows)
+        enc = [self.vocab.encode(data.sentences[s], self.max_length) for s in pos_sent + pos_sent + neg_sent]
+        idx = torch.arange(3 * n, dtype=torch.long)
         n_att = self.att_vocab.num_atts if self.att_vocab else self.g.num_atts
-        att_labels = torch.zeros(len(objects), n_att)
-        att_select = torch.zeros(len(objects), dtype=torch.bool)
-        for row, lab in att_rows.items():
-            att_labels[row] = torch.from_numpy(lab)
-            att_select[row] = True
-        return TrainBatch(objects, labels, obj_idx, sent_idx, att_labels, att_select, images, pos_sent, neg_sent,
-                          pos_ann, neg_ann)
+        att_labels = torch.zeros(3 * n, n_att)
+        att_select = torch.zeros(3 * n, dtype=torch.bool)
+        for row, lab in enumerate(att):
+            if lab is not None:
+                att_labels[row] = torch.from_numpy(lab)
+                att_select[row] = True
+        return TrainBatch(objects, pad_labels(enc), idx, idx.clone(), att_labels, att_select, images, pos_sent,
+                          neg_sent, pos_ann, neg_ann)
+
+
+def _rows(table: ObjectTable, index: Sequence[int]) -> ObjectTable:
+    """The rows ``index`` of ``table`` (index_select: a deterministic backward)."""
+    idx = torch.as_tensor(list(index), dtype=torch.long, device=table.pool5.device)
+    return ObjectTable(*(getattr(table, k).index_select(0, idx) for k in ObjectTable.__dataclass_fields__))

@@ -17,9 +17,9 @@ import torch
 from sepnms.config import Config
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.detector import MaskRCNNC4
-from sepnms.detection.features import autocast, c4_from_rgb  # noqa: F401  (re-exported)
+from sepnms.detection.features import autocast, c4_from_bgr, c4_from_rgb  # noqa: F401  (re-exported)
 from sepnms.errors import ConfigError, InputError
-from sepnms.io.images import read_rgb
+from sepnms.io.images import read_bgr
 
 ImageFiles = Union[Mapping[int, Path], Callable[[int], Path]]
 
@@ -68,7 +68,7 @@ class ImageFeatures:
 
     def __call__(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         model = self.model()
-        return c4_from_rgb(model, read_rgb(self.path(image_id)), self._device, self.cfg.detector.amp)
+        return c4_from_bgr(model, read_bgr(self.path(image_id)), self._device, self.cfg.detector.amp)
 
 
 def check_image_inputs(cfg: Config, refdb) -> None:
@@ -86,7 +86,7 @@ def check_image_inputs(cfg: Config, refdb) -> None:
         raise InputError(files[missing[0]], f"image files missing for {len(missing)} of {len(files)} images "
                                             f"(first: image_id {missing[0]})")
     if files:
-        read_rgb(files[min(files)])
+        read_bgr(files[min(files)])
 
 
 def features_check(cfg: Config, n_images: int = 4) -> dict:

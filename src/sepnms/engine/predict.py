@@ -192,13 +192,13 @@ class Predictor:
             return self.ws.candidates.get(iid), head, scale, w, h
         from sepnms.data.candidates import initial_filter
         from sepnms.detection.preprocess import preprocess
-        from sepnms.io.images import read_rgb
+        from sepnms.io.images import read_bgr
 
         path = Path(str(image).strip())
         model, dc, p = self._detector(), self.cfg.detector, self.cfg.prepare  # first: says what is missing
-        rgb = read_rgb(path)
-        h, w = rgb.shape[:2]
-        blob, info = preprocess(rgb, dc.pixel_means, dc.test_scale, dc.test_max_size, device=self.cfg.device)
+        bgr = read_bgr(path)
+        h, w = bgr.shape[:2]
+        blob, info = preprocess(bgr, dc.pixel_means, dc.test_scale, dc.test_max_size, device=self.cfg.device)
         dets, c4 = model.detect(blob, info[None], [(h, w)])
         cand = initial_filter(dets[0].boxes.float().cpu().numpy(), dets[0].scores.float().cpu().numpy(),
                               p.class_prob_threshold, p.threshold_step, p.min_candidates_test, -1, path)

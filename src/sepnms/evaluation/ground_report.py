@@ -56,11 +56,12 @@ def ground_section(results: Mapping[str, Mapping[str, Mapping[str, Any]]],
                    pairs: Sequence[tuple[str, str]], summary: Optional[Mapping[str, Any]] = None) -> str:
     lines = ["## Two-stage results: first stage -> second-stage (MAttNet) accuracy", "",
              "Each sentence's candidates are scored by the MAttNet trained here on the annotated objects; the best "
-             "one is its answer. Accuracy: IoU >= 0.5 with the referent (MAttNet's inclusive-pixel IoU), over every "
-             "sentence of the split (an empty candidate set counts as wrong); 95 % percentile-bootstrap intervals "
-             "over sentences. `gt`: the image's annotated objects; `mattnet_dets`: the detector's per-image "
-             "detections (per-class NMS 0.3, score >= 0.65); the other rows: each first stage's kept proposals "
-             "(the same proposals as the first-stage table)."]
+             "one is its answer. Accuracy as MAttNet counts it, over every sentence of the split (an empty candidate "
+             "set counts as wrong); 95 % percentile-bootstrap intervals over sentences. `gt`: the image's annotated "
+             "objects, right when the chosen object is the referent (MAttNet's eval_easy; `grounding.gt_accuracy`); "
+             "`mattnet_dets`: the detector's per-image detections (per-class NMS 0.3, score >= 0.65); the other "
+             "rows: each first stage's kept proposals (the same proposals as the first-stage table); these right at "
+             "IoU >= 0.5 with the referent (MAttNet's inclusive-pixel IoU, its detections with w = x2 - x1 + 1)."]
     if summary:
         lines += ["", f"Second stage: {summary.get('iterations')} iterations, best validation accuracy (gt boxes) "
                       f"{_pct(summary.get('best_val_accuracy'))} % at iteration {summary.get('best_iter')}; "

@@ -1,9 +1,11 @@
 """MAttNet: the language encoder, three visual modules, matching and module weights, as one network.
 
-Inputs are split into an *object table* (the candidate boxes of the batch's images, each computed
-once) and a *sentence table*; each scored row pairs one object with one sentence (``obj_idx``,
-``sent_idx``).  Training rows are [positives | visual negatives | language negatives]; an
-evaluation row is (candidate, the sentence whose candidate set it belongs to).
+Inputs are split into an *object table* and a *sentence table*; each scored row pairs one object
+with one sentence (``obj_idx``, ``sent_idx``).  Training passes one table entry per row, as
+MAttNet's ``lossFun`` does (rows [positives | visual negatives | language negatives], so the
+BatchNorms and the word dropout see each row); an evaluation pools each candidate box once and
+encodes each sentence once (eval mode: no dropout, BatchNorm on running statistics, so sharing is
+exact).
 """
 from __future__ import annotations
 
@@ -79,6 +81,11 @@ class MAttNet(nn.Module):
         self.loc_matching = Matching(g.jemb_dim, g.word_vec_size, g.jemb_dim, g.jemb_drop_out)
         self.rel_encoder = RelationEncoder(fc7_dim, g.jemb_dim, g.visual_init_norm)
         self.rel_matching = RelationMatching(g.jemb_dim, g.word_vec_size, g.jemb_dim, g.jemb_drop_out)
+        # MAttNet ran on PyTorch 0.2 / 0.3, whose BatchNorm drew its scale from U(0, 1) (bias 0);
+        # modern BatchNorm starts at 1.  Drawn here, after every other initialisation.
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                nn.init.uniform_(module.weight, 0.0, 1.0)
 
     def forward(self, objects: ObjectTable, labels: Tensor, obj_idx: Tensor, sent_idx: Tensor) -> MAttNetOutput:
         """objects: N objects; labels [S, T] (0 = padding); obj_idx, sent_idx [n] long -> scores [n]."""

@@ -1,5 +1,5 @@
-"""MAttNet's vocabulary: training tokens seen more than ``min_count`` times, plus the COCO
-category words and the special tokens ``<PAD>`` (= 0), ``<UNK>``, ``<BOS>``, ``<EOS>``.
+"""MAttNet's vocabulary: tokens seen more than ``min_count`` times in the sentences of all splits
+(``prepro.py``), plus the COCO category words and the special tokens ``<PAD>`` (= 0), ``<UNK>``, ``<BOS>``, ``<EOS>``.
 
 Sentences become ``max_length`` label ids (truncated), padded with 0 (``<PAD>``); the
 phrase attentions mask the padding out.
@@ -49,8 +49,8 @@ class GroundingVocab:
 
 def build_grounding_vocab(sentences: Iterable[Sequence[str]], category_names: Iterable[str],
                           min_count: int = 5) -> GroundingVocab:
-    """Tokens with count > ``min_count`` over ``sentences`` (training split), then the words of the
-    category names not already in, then nothing else: unknown words map to ``<UNK>``."""
+    """Tokens with count > ``min_count`` over ``sentences`` (MAttNet: every split's), then the words
+    of the category names not already in, then nothing else: unknown words map to ``<UNK>``."""
     counts = Counter(str(t).lower() for s in sentences for t in s)
     words = list(SPECIALS)
     seen = set(words)

@@ -1,7 +1,10 @@
-"""Reading image files (COCO JPEGs, the world's PNG/JPEG) with PIL, with one-line errors.
+"""Reading image files (COCO JPEGs, the world's PNG/JPEG), with one-line errors.
 
-Note: PIL's and OpenCV's JPEG decoders may differ by a grey level on some pixels (IDCT details);
-MAttNet read images with ``cv2.imread``.  That is a small, documented source of drift.
+``read_bgr`` is what the detector reads: ``cv2.imread(path, IMREAD_COLOR)`` exactly as MAttNet's
+``Inference.predict`` / ``extract_head`` do (BGR, grey expanded, alpha dropped, and a JPEG's EXIF
+orientation tag applied: such an image comes back rotated / mirrored to its upright view).
+``read_rgb`` (PIL, no EXIF rotation) is for display and the CLIP crops; PIL's and OpenCV's JPEG
+decoders may differ by a grey level on some pixels (IDCT details).
 """
 from __future__ import annotations
 
@@ -36,6 +39,33 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputError(path, f"image has an unusable shape {arr.shape}")
     return arr
+
+
+def read_bgr(path: str | Path) -> np.ndarray:
+    """uint8 [H, W, 3] BGR pixels as ``cv2.imread(path, cv2.IMREAD_COLOR)`` reads them (EXIF
+    orientation applied), the detector's input.  A file PIL cannot decode completely (e.g. a
+    truncated JPEG, which OpenCV would fill with grey) is an InputError."""
+    import cv2
+
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "image file not found")
+    try:  # OpenCV decodes a truncated JPEG silently (grey below the cut): refuse it first, by PIL's decoder
+        with Image.open(path) as img:
+            img.load()
+    except UnidentifiedImageError:
+        raise InputError(path, "not an image file OpenCV can read (truncated or corrupt?)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        text = " ".join(str(exc).split())
+        raise InputError(path, f"cannot decode the image (truncated or corrupt?): {text}") from None
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(path, "not an image file OpenCV can read (truncated or corrupt?)")
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.shape[0] < 1 or bgr.shape[1] < 1:
+        raise InputError(path, f"image has an unusable shape {bgr.shape}")
+    return np.ascontiguousarray(bgr, dtype=np.uint8)
 
 
 def image_ids_in_folder(folder: str | Path, extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")) -> dict[int, Path]:
