@@ -178,6 +178,7 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
     source = str(Path(images_dir).resolve()) if images_dir is not None else cfg.dataset_tag
     parts = _parts(cfg, _fingerprint(cfg, ckpt, save_head, source))
     paths = detect_paths(cfg)
+    check_source(paths, source, images_dir)
     model = load_detector(ckpt, dc, device)
     categories = category_names(cfg)
     if len(categories) != dc.num_classes - 1:
@@ -206,13 +207,39 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
                 bar.update(len(group[s:s + dc.batch_images]))
         _write_part(parts.part_path(chunk), {iid: results[iid] for iid in chunk})
     bar.close()
-    if merge and _merge(parts, sorted(files), paths, categories):
+    if merge and _merge(parts, sorted(files), paths, categories, source):
         return {k: str(v) for k, v in paths.items() if k != "head_feats_dir" or save_head != "none"}
     return {"parts": str(parts.folder)}
 
 
-def _merge(parts: PartFiles, order: list[int], paths: dict[str, Path], categories) -> bool:
-    return parts.merge(order, lambda ps, tmp: write_merged(ps, tmp, paths, order, categories))
+def _merge(parts: PartFiles, order: list[int], paths: dict[str, Path], categories, source: str = "") -> bool:
+    done = parts.merge(order, lambda ps, tmp: write_merged(ps, tmp, paths, order, categories))
+    if done and source:
+        atomic_write_json(_source_path(paths), {"source": source})
+    return done
+
+
+def _source_path(paths: dict[str, Path]) -> Path:
+    """``detect/source.json``: whose images the outputs beside it are (the dataset tag or a folder)."""
+    return paths["rpn_boxes"].with_name("source.json")
+
+
+def check_source(paths: dict[str, Path], source: str, images_dir: Optional[Path]) -> None:
+    """Refuse to replace the detect outputs of other images (``detect --images D`` over the
+    dataset's, or the reverse): nothing earlier is lost silently."""
+    if not paths["rpn_boxes"].is_file():
+        return
+    marker = _source_path(paths)
+    try:
+        earlier = json.loads(marker.read_text()).get("source") if marker.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        earlier = "<unreadable source.json>"
+    if earlier == source or (earlier is None and images_dir is None):
+        return
+    what = f"the images of {earlier}" if earlier else "the dataset's images (or of another run)"
+    raise InputError(paths["rpn_boxes"], f"holds the detections of {what}; detecting "
+                     f"{'--images ' + str(images_dir) if images_dir is not None else 'the dataset'} here would replace "
+                     "them. Use another workdir (--set workdir=...), or move the detect folder away first")
 
 
 def merge_detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "none") -> dict[str, str]:
@@ -224,7 +251,9 @@ def merge_detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str 
     paths = detect_paths(cfg)
     if not parts.exists() and not parts.final.is_file():
         raise InputError(parts.folder, "no detect parts: run `sepnms detect` first")
-    if not _merge(parts, sorted(files), paths, category_names(cfg)):
+    if parts.exists():
+        check_source(paths, source, images_dir)
+    if not _merge(parts, sorted(files), paths, category_names(cfg), source):
         raise InputError(parts.folder, describe_missing(parts, parts.missing(files)))
     return {k: str(v) for k, v in paths.items() if k != "head_feats_dir" or save_head != "none"}
 
