@@ -188,3 +188,104 @@ def test_print_has_no_bare_nan(capsys):
     _print({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": 2})
     assert json.loads(capsys.readouterr().out) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2}
 
+
+
+# =======================================================================================
+# 2. images through one gate (sepnms.io.images.read_image)
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares ``width`` x ``height`` 8-bit grey pixels, with a few bytes of
+    (deflated zero) data: small on disk, huge once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = zlib.compress(b"\x00" * (width + 1) * 4)  # the first 4 rows; the rest is missing
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("size,needle", [((60000, 60000), "refused before decoding"),
+                                         ((12000, 12000), "over the bound of 40000000 (images.max_pixels)")],
+                         ids=["60000x60000", "12000x12000"])
+def test_declared_huge_image_is_refused_before_decoding(tmp_path, capsys, size, needle):
+    ckpt = _tiny_checkpoint(tmp_path / "det.pth")
+    folder = _images_dir(tmp_path, {5: (60, 80)})
+    bomb = _png_declaring(folder / "img_000006.png", *size)
+    assert bomb.stat().st_size < 100_000
+    rc, out, err = run(capsys, "detect", "-c", "demo", *_detect_sets(tmp_path, ckpt), "--images", str(folder), "--quiet")
+    assert_one_clear_error(rc, out, err, "detect", bomb, needle)
+    assert not (tmp_path / "w" / "detect" / "rpn_boxes.pkl").exists()
+
+
+def test_image_whose_resized_side_would_be_0(tmp_path, capsys):
+    from PIL import Image
+
+    ckpt = _tiny_checkpoint(tmp_path / "det.pth")
+    folder = _images_dir(tmp_path, {5: (60, 80)})
+    Image.fromarray(np.full((1, 4000, 3), 128, np.uint8)).save(folder / "img_000006.png")
+    rc, out, err = run(capsys, "detect", "-c", "demo", *_detect_sets(tmp_path, ckpt), "--images", str(folder), "--quiet")
+    assert_one_clear_error(rc, out, err, "detect", "img_000006.png", "4000x1", "a side of 0")
+
+
+def test_every_mode_and_bit_depth_is_converted(tmp_path):
+    from PIL import Image
+
+    from sepnms.io.images import read_image
+
+    ramp16 = (np.arange(48, dtype=np.uint32).reshape(6, 8) * 1365).astype(np.uint16)  # 0 .. 64155
+    Image.fromarray(ramp16).save(tmp_path / "grey16.png")
+    got = read_image(tmp_path / "grey16.png")
+    expected = np.rint(ramp16 / 257.0).astype(np.uint8)  # 65535 -> 255
+    assert got.shape == (6, 8, 3) and np.array_equal(got[..., 0], expected) and np.array_equal(got[..., 2], expected)
+    assert got.min() == 0 and 0 < got[2, 3, 0] < 255  # not the all-white image PIL's convert("RGB") gives
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 0  # alpha dropped, colour kept
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert read_image(tmp_path / "rgba.png")[0, 0].tolist() == [200, 0, 0]
+    Image.fromarray(np.full((4, 5), 77, np.uint8), "L").convert("P").save(tmp_path / "pal.png")
+    assert read_image(tmp_path / "pal.png")[0, 0].tolist() == [77, 77, 77]
+    Image.fromarray(np.full((3, 3), 0.5, np.float32), "F").save(tmp_path / "float.tiff")
+    assert read_image(tmp_path / "float.tiff")[0, 0].tolist() == [128, 128, 128]
+    bw = Image.new("1", (2, 1))
+    bw.putpixel((0, 0), 1)
+    bw.save(tmp_path / "bw.png")
+    assert read_image(tmp_path / "bw.png")[0].tolist() == [[255, 255, 255], [0, 0, 0]]
+
+
+def test_image_of_another_size_than_the_dataset_record(tmp_path):
+    from types import SimpleNamespace
+
+    from sepnms.config import load_config
+    from sepnms.engine.image_features import check_image_inputs
+    from sepnms.errors import InputError
+
+    ckpt = _tiny_checkpoint(tmp_path / "det.pth")
+    folder = _images_dir(tmp_path, {5: (60, 80)})
+    sizes = {5: (80, 60)}
+    refdb = SimpleNamespace(images={5: {"file_name": "img_000005.png"}}, image_size=lambda i: sizes[i])
+    cfg = load_config("demo", TINY_SETS + [f"paths.detector_checkpoint={ckpt}", f"paths.images_dir={folder}",
+                                           "features.source=images"])
+    check_image_inputs(cfg, refdb)  # the recorded 80 x 60
+    sizes[5] = (81, 60)
+    with pytest.raises(InputError, match=r"img_000005.png: image is 80x60 but the dataset records 81x60"):
+        check_image_inputs(cfg, refdb)
+
+
+def test_every_image_read_goes_through_the_gate():
+    """No module but ``io/images.py`` (and the world, which writes images) opens an image file."""
+    src = Path(__file__).resolve().parents[1] / "src" / "sepnms"
+    offenders = []
+    for path in src.rglob("*.py"):
+        rel = path.relative_to(src).as_posix()
+        if rel == "io/images.py" or rel.startswith("world/"):
+            continue
+        text = path.read_text()
+        for needle in ("Image.open(", "cv2.imread(", "imageio.", "decode_image(", "read_file("):
+            if needle in text:
+                offenders.append(f"{rel}: {needle}")
+    assert not offenders, offenders

@@ -312,6 +312,15 @@ class DetectorConfig(_Section):
     """Autocast dtype on CUDA (ignored on CPU)."""
 
 
+class ImagesConfig(_Section):
+    """Every image read (``sepnms.io.images.read_image``: detect, predict, show, gallery, clip-ctx,
+    clip-finetune, ``features.source: images``, CLIP-dagger proposal scores)."""
+
+    max_pixels: PosInt = 40_000_000
+    """Largest width x height decoded (from the file's header, before decoding): a small file can
+    declare a huge image.  COCO's largest are 640 x 640."""
+
+
 class FeaturesConfig(_Section):
     """Where the C4 maps of train / propose / benchmarks come from."""
 
@@ -414,6 +423,7 @@ class Config(_Section):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
 

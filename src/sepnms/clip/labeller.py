@@ -56,14 +56,13 @@ def critical_ann_ids(ann_ids: Sequence[int], prob_row, threshold: float) -> list
     return [int(a) for a, p in zip(ann_ids, np.asarray(prob_row).tolist()) if is_critical_clip(p, threshold)]
 
 
-def _open_image(path: Path) -> Image.Image:
+def _open_image(path: Path, max_pixels: int, expect_size: Optional[tuple[int, int]] = None) -> Image.Image:
+    """The RGB image through the image gate (``io.images.read_image``)."""
+    from sepnms.io.images import read_image
+
     if not path.is_file():
         raise InputError(path, "image not found (check paths.images_dir / paths.refer_root)")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception as exc:  # noqa: BLE001 - truncated or not an image
-        raise InputError(path, f"not a readable image ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return Image.fromarray(read_image(path, max_pixels=max_pixels, expect_size=expect_size))
 
 
 def clip_autocast(cfg: Config) -> contextlib.AbstractContextManager:
@@ -210,7 +209,9 @@ def _label(cfg: Config, dagger: CLIPDagger, refer: Refer, iid: int, images_dir: 
     sents = [(ref, s) for ref in refs for s in ref["sentences"]]
     if not anns or not sents:
         return {}
-    image = _open_image(images_dir / refer.img_by_id[iid]["file_name"])
+    rec = refer.img_by_id[iid]
+    recorded = (int(rec["width"]), int(rec["height"])) if "width" in rec and "height" in rec else None
+    image = _open_image(images_dir / rec["file_name"], cfg.images.max_pixels, recorded)
     ann_ids = [int(a["id"]) for a in anns]
     boxes = np.asarray([xywh_to_xyxy(a["bbox"]) for a in anns], dtype=np.float64)
     with clip_autocast(cfg):

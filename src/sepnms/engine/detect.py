@@ -33,11 +33,11 @@ from sepnms.config import Config
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.dets import mattnet_detections
 from sepnms.detection.preprocess import preprocess
-from sepnms.engine.image_features import autocast, detector_checkpoint
+from sepnms.engine.image_features import autocast, detector_checkpoint, read_detector_image
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path, atomic_write_json
 from sepnms.io.head_feats import write_head
-from sepnms.io.images import coco_file_name, image_ids_in_folder, read_rgb
+from sepnms.io.images import coco_file_name, image_ids_in_folder
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.rpn import load_rpn, write_rpn
 
@@ -86,7 +86,7 @@ class _Images(Dataset):
     """Decoded + preprocessed images (in loader workers): (image_id, blob, im_info, (h, w))."""
 
     def __init__(self, files: dict[int, Path], ids: list[int], cfg: Config):
-        self.files, self.ids, self.dc = files, ids, cfg.detector
+        self.files, self.ids, self.dc, self.cfg = files, ids, cfg.detector, cfg
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,7 +94,7 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         iid = self.ids[i]
         try:
-            rgb = read_rgb(self.files[iid])
+            rgb = read_detector_image(self.cfg, self.files[iid])
         except InputError as err:  # handed to the main process whole (a worker would wrap it in a traceback)
             return iid, None, None, err.problem
         blob, info = preprocess(rgb, self.dc.pixel_means, self.dc.test_scale, self.dc.test_max_size)

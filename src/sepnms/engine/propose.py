@@ -154,13 +154,10 @@ def add_clip_scores(cfg: Config, dagger, ws: Workspace, image_id: int, cand: Can
     from PIL import Image
 
     from sepnms.clip.proposals import clip_scores_for_image
+    from sepnms.io.images import read_image
 
-    path = image_path(cfg, ws, image_id)
-    try:
-        with Image.open(path) as img:
-            image = img.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the image of image_id {image_id}: {exc}") from None
+    image = Image.fromarray(read_image(image_path(cfg, ws, image_id), max_pixels=cfg.images.max_pixels,
+                                       expect_size=ws.refdb.image_size(image_id)))
     with clip_autocast(cfg):
         cos, score = clip_scores_for_image(dagger, image, cand.box, [e["sent"] for e in exprs], cfg.clip.score_scale,
                                            cfg.clip.image_size, cfg.clip.bgr_parity)
