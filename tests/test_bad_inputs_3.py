@@ -289,3 +289,237 @@ def test_every_image_read_goes_through_the_gate():
             if needle in text:
                 offenders.append(f"{rel}: {needle}")
     assert not offenders, offenders
+
+
+# =======================================================================================
+# 3. every file we read, one schema; 4. weights and outputs finite; 5. nothing earlier lost
+#    (the second stage: MAttNet trained once on the tiny world)
+
+GROUND_SMALL = ["grounding.word_embedding_size=16", "grounding.word_vec_size=16", "grounding.rnn_hidden_size=16",
+                "grounding.jemb_dim=16", "grounding.num_atts=4", "grounding.batch_images=3", "grounding.max_iters=4",
+                "grounding.eval_every=2", "grounding.checkpoint_every=2", "grounding.val_max_sentences=8",
+                "evaluate.splits=[val]"]
+GROUND_SETS = sum((["--set", s] for s in GROUND_SMALL), [])
+
+
+@pytest.fixture(scope="module")
+def grounded(tiny_world, trained, tmp_path_factory):
+    """A trained workdir with MAttNet trained and evaluated (gt) on val: ground/ and eval/metrics.json."""
+    import shutil
+
+    from conftest import TINY
+    from sepnms.config import load_config
+    from sepnms.engine.ground import evaluate_grounding, train_grounding
+
+    work = tmp_path_factory.mktemp("grounded") / "work"
+    shutil.copytree(trained, work)
+    cfg = load_config(tiny_world / "config.yaml", TINY + GROUND_SMALL + [f"workdir={work}"])
+    train_grounding(cfg, resume=False, progress=False)
+    evaluate_grounding(cfg, ["gt"], ["val", "testA"], progress=False)
+    return work
+
+
+def ground(capsys, tiny_world, work, *extra):
+    from test_bad_inputs import cli
+
+    return cli(capsys, "ground", tiny_world, work, *GROUND_SETS, *extra)
+
+
+def _val_sentence(work: Path) -> tuple[int, int]:
+    refdb = json.loads((work / "prepare" / "refdb.json").read_text())
+    e = next(e for e in refdb["expressions"] if e["split"] == "val")
+    return int(e["sent_id"]), int(e["image_id"])
+
+
+def _dets_fault(fault: str, sid: int, iid: int, path: Path) -> str:
+    entry = {"sent_id": sid, "image_id": iid, "box": [1, 2, 30, 40], "category_id": 1, "fin_score": 0.5}
+    if fault == "nesting 200000 deep":
+        path.write_text("[" * 200000 + "]" * 200000)
+        return "nested too deeply"
+    bad = {"score list": ("fin_score", [0.5], "[0].fin_score"), "score null": ("fin_score", None, "[0].fin_score"),
+           "score string": ("fin_score", "0.5", "[0].fin_score"), "sent_id Infinity": ("sent_id", float("inf"), "[0].sent_id"),
+           "sent_id 0.5": ("sent_id", 0.5, "[0].sent_id"), "sent_id true": ("sent_id", True, "[0].sent_id"),
+           "image_id abc": ("image_id", "abc", "[0].image_id"), "category abc": ("category_id", "abc", "[0].category_id"),
+           "negative width": ("box", [1, 2, -30, 40], "negative width")}
+    entries = [dict(entry)]
+    if fault == "duplicated entry":
+        entries.append(dict(entry))
+        needle = "[1] repeats [0]"
+    elif fault == "another dataset":
+        entries[0]["sent_id"] = 987654321
+        needle = "not in this dataset"
+    else:
+        key, value, needle = bad[fault]
+        entries[0][key] = value
+    path.write_text(json.dumps(entries))
+    return needle
+
+
+DETS_FAULTS = ["score list", "score null", "score string", "sent_id Infinity", "sent_id 0.5", "sent_id true",
+               "image_id abc", "category abc", "negative width", "duplicated entry", "nesting 200000 deep",
+               "another dataset"]
+
+
+@pytest.mark.parametrize("fault", DETS_FAULTS)
+def test_ground_eval_detection_file_schema(tiny_world, grounded, tmp_path, capsys, fault):
+    from test_bad_inputs import copy_work
+
+    work = copy_work(grounded, tmp_path)
+    before = snapshot(work)
+    dets = tmp_path / "mine.json"
+    needle = _dets_fault(fault, *_val_sentence(work), dets)
+    rc, out, err = ground(capsys, tiny_world, work, "eval", "--methods", "gt", "--splits", "val", "--dets", str(dets))
+    assert_one_clear_error(rc, out, err, "ground", dets, needle)
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("fault", ["score null", "sent_id Infinity", "negative width", "duplicated entry",
+                                   "nesting 200000 deep"])
+def test_evaluate_dets_uses_the_same_schema(tiny_world, prepared, tmp_path, capsys, fault):
+    from test_bad_inputs import cli, copy_work
+
+    work = copy_work(prepared, tmp_path)
+    before = snapshot(work)
+    dets = tmp_path / "mine.json"
+    needle = _dets_fault(fault, *_val_sentence(work), dets)
+    rc, out, err = cli(capsys, "evaluate", tiny_world, work, "--dets", str(dets))
+    assert_one_clear_error(rc, out, err, "evaluate", dets, needle)
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("name", ["gt", "twice"])
+def test_ground_eval_dets_name_collisions_are_refused(tiny_world, grounded, tmp_path, capsys, name):
+    from test_bad_inputs import copy_work
+
+    work = copy_work(grounded, tmp_path)
+    before = snapshot(work)
+    sid, iid = _val_sentence(work)
+    good = [{"sent_id": sid, "image_id": iid, "box": [1, 2, 30, 40], "category_id": 1, "fin_score": 0.5}]
+    files = [tmp_path / "gt.json"] if name == "gt" else [tmp_path / "a" / "x.json", tmp_path / "b" / "x.json"]
+    for f in files:
+        f.parent.mkdir(exist_ok=True)
+        f.write_text(json.dumps(good))
+    rc, out, err = ground(capsys, tiny_world, work, "eval", "--splits", "val", "--dets", *map(str, files))
+    assert_one_clear_error(rc, out, err, "ground", files[-1], "method name", "rename")
+    assert snapshot(work) == before
+
+
+def test_ground_eval_of_some_rows_keeps_the_others(tiny_world, grounded, tmp_path, capsys):
+    from test_bad_inputs import copy_work
+
+    work = copy_work(grounded, tmp_path)
+    earlier = json.loads((work / "ground" / "metrics.json").read_text())
+    assert set(earlier["gt"]) == {"val", "testA"}
+    rc, out, err = ground(capsys, tiny_world, work, "eval", "--methods", "gt", "--splits", "val")
+    assert rc == 0, err
+    now = json.loads((work / "ground" / "metrics.json").read_text())
+    assert now["gt"]["testA"] == earlier["gt"]["testA"] and set(now["gt"]) == {"val", "testA"}
+    hits = json.loads((work / "ground" / "hits.json").read_text())
+    assert set(hits["gt"]) == {"val", "testA"}
+    merged = json.loads((work / "eval" / "metrics.json").read_text())
+    assert merged["gt"]["testA"]["downstream_accuracy"] == earlier["gt"]["testA"]["downstream_accuracy"]
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"[1, 2]", "top level is a JSON list"),
+    (b"\xff\xfe{}", "not UTF-8"),
+    (b'{"gt": [1]}', "gt: Input should be a valid dictionary"),
+], ids=["a list", "not UTF-8", "rows not objects"])
+def test_ground_eval_refuses_a_damaged_metrics_json(tiny_world, grounded, tmp_path, capsys, content, needle):
+    from test_bad_inputs import copy_work
+
+    work = copy_work(grounded, tmp_path)
+    metrics = work / "eval" / "metrics.json"
+    metrics.write_bytes(content)
+    before = snapshot(work)
+    rc, out, err = ground(capsys, tiny_world, work, "eval", "--methods", "gt", "--splits", "val")
+    assert_one_clear_error(rc, out, err, "ground", metrics, needle)
+    assert snapshot(work) == before
+
+
+def _edit_checkpoint(path: Path, fault: str) -> str:
+    import torch
+
+    ck = torch.load(path, weights_only=True)
+    if fault == "no grounding_config":
+        del ck["grounding_config"]
+        needle = "grounding_config: Field required"
+    elif fault == "string config":
+        ck["grounding_config"] = "jemb_dim=16"
+        needle = "grounding_config: Input should be a valid dictionary"
+    elif fault == "another shape":
+        key = next(k for k, v in ck["model"].items() if v.dim() == 2)
+        ck["model"][key] = torch.zeros(ck["model"][key].shape[0] + 1, ck["model"][key].shape[1])
+        needle = "does not fit the model"
+    elif fault == "NaN weight":
+        key = next(k for k, v in ck["model"].items() if v.is_floating_point())
+        ck["model"][key] = ck["model"][key].clone()
+        ck["model"][key].view(-1)[0] = float("nan")
+        needle = "NaN or infinite"
+    else:
+        raise AssertionError(fault)
+    torch.save(ck, path)
+    return needle
+
+
+@pytest.mark.parametrize("fault", ["no grounding_config", "string config", "another shape", "NaN weight"])
+def test_ground_checkpoint_schema(tiny_world, grounded, tmp_path, capsys, fault):
+    from test_bad_inputs import copy_work
+
+    work = copy_work(grounded, tmp_path)
+    ckpt = work / "models" / "mattnet" / "best.pt"
+    needle = _edit_checkpoint(ckpt, fault)
+    before = snapshot(work)
+    rc, out, err = ground(capsys, tiny_world, work, "eval", "--methods", "gt", "--splits", "val")
+    assert_one_clear_error(rc, out, err, "ground", ckpt, needle)
+    assert snapshot(work) == before
+
+
+def test_ground_train_no_resume_keeps_the_old_checkpoints_when_it_diverges(tiny_world, grounded, tmp_path, capsys):
+    from test_bad_inputs import copy_work
+
+    work = copy_work(grounded, tmp_path)
+    run = work / "models" / "mattnet"
+    before = {p.name: p.read_bytes() for p in (run / "best.pt", run / "last.pt")}
+    rc, out, err = ground(capsys, tiny_world, work, "train", "--no-resume", "--set", "grounding.lr=1e37")
+    assert_one_clear_error(rc, out, err, "ground", "ground train diverged", "grounding.lr", "nothing of this state was saved")
+    assert {p.name: p.read_bytes() for p in (run / "best.pt", run / "last.pt")} == before
+
+
+# ---------------------------------------------------------------------------------------
+# 4. weights dense, finite, with BatchNorm variances >= 0; outputs finite before they replace
+
+
+@pytest.mark.parametrize("fault,needle", [
+    ("negative running_var", "negative variance"),
+    ("sparse", "sparse_coo tensor"),
+    ("meta", "meta tensor"),
+    ("3e38", "non-finite outputs"),
+])
+def test_first_stage_weights_that_cannot_work(tiny_world, trained, tmp_path, capsys, fault, needle):
+    import torch
+
+    from test_bad_inputs import cli
+    from test_bad_inputs_2 import _proposed
+
+    work, table, earlier = _proposed(tiny_world, trained, tmp_path, capsys)
+    best = work / "models" / "sepnms" / "best.pt"
+    ck = torch.load(best, weights_only=True)
+    state = ck["model"]
+    if fault == "negative running_var":
+        key = next(k for k in state if k.endswith("running_var"))
+        state[key] = -state[key].abs() - 1
+    elif fault == "sparse":
+        key = next(k for k, v in state.items() if v.dim() == 2)
+        state[key] = state[key].to_sparse()
+    elif fault == "meta":
+        key = next(k for k, v in state.items() if v.dim() == 2)
+        state[key] = torch.empty(state[key].shape, device="meta")
+    else:
+        for k, v in state.items():
+            if v.is_floating_point() and not k.endswith(("running_var", "running_mean")):
+                state[k] = torch.full_like(v, 3e38)
+    torch.save(ck, best)
+    rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val")
+    assert_one_clear_error(rc, out, err, "propose", best, needle)
+    assert table.read_bytes() == earlier

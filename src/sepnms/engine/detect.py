@@ -36,6 +36,7 @@ from sepnms.detection.preprocess import preprocess
 from sepnms.engine.image_features import autocast, detector_checkpoint, read_detector_image
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path, atomic_write_json
+from sepnms.io.finite import check_finite
 from sepnms.io.head_feats import write_head
 from sepnms.io.images import coco_file_name, image_ids_in_folder
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
@@ -154,6 +155,7 @@ def _run_batch(model, items: list, cfg: Config, device: str, save_head: str, hea
     out = {}
     for k, ((iid, _, info, _), d) in enumerate(zip(items, dets)):
         boxes, scores = d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy()
+        check_finite({"boxes": boxes, "scores": scores}, f"detect, image_id {iid}", detector_checkpoint(cfg))
         kept = mattnet_detections(boxes, scores, dc.det_nms, dc.det_score, dc.det_lower_step)
         rows = np.array([[*x.box, x.score, x.class_index] for x in kept], np.float32).reshape(-1, 6)
         out[iid] = {"boxes": boxes.reshape(len(boxes), -1), "scores": scores, "dets": rows}

@@ -496,6 +496,10 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
         p = Path(f)
         dets_files[safe_name(p.stem, "detection file name")] = p
     check_dets_names([Path(f) for f in dets or []], set(default_methods(cfg)) | set(methods or []) | {"gt", "mattnet_dets"})
+    for p in dets_files.values():  # every file's schema before any work
+        from sepnms.io.mattnet_dets import read_dets
+
+        read_dets(p)
     names = list(methods or default_methods(cfg)) + [n for n in dets_files if n not in (methods or [])]
     splits = list(splits or cfg.evaluate.splits)
     net, vocab = load_trained(cfg, checkpoint)
