@@ -290,6 +290,9 @@ def cmd_demo(args) -> None:
     from sepnms.engine.demo import run_demo
     from sepnms.io.atomic import check_output_folder
 
+    if args.config != "demo":  # the demo builds its world and configs from the demo preset; --set still applies
+        raise SepNMSError(f"demo runs the demo preset on its embedded world; --config {args.config} would be ignored "
+                          "(change values with --set KEY=VALUE, or run the stages one by one with your config)")
     check_output_folder(Path(args.workdir), "--workdir")
     metrics = run_demo(Path(args.workdir), args.seed, args.overrides, progress=not args.quiet)
     _print(metrics)

@@ -588,7 +588,10 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (or use a preset: {list(PRESETS)})")
         try:
-            user = yaml.safe_load(path.read_text()) or {}
+            user = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                              f"{exc.start}): not a YAML config") from None
         except yaml.YAMLError as exc:
             detail = " ".join(str(exc).split())  # one line
             raise ConfigError(f"config file {path} is not valid YAML: {detail}") from None

@@ -48,7 +48,7 @@ class StorageError(SepNMSError):
         super().__init__(f"{where}{cause}")
 
     #: errno -> what the user reads, for a path that cannot be used as given (the advice differs)
-    PATH_CAUSES = {2: "no such file or folder", 20: "a component of the path is a file, not a folder",
+    PATH_CAUSES = {2: "no such file or folder", 17: "exists and is not a folder", 20: "a component of the path is a file, not a folder",
                    21: "is a folder, not a file", 36: "file name too long", 40: "too many levels of symbolic links"}
 
     @classmethod
