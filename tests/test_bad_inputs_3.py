@@ -455,7 +455,7 @@ def _edit_checkpoint(path: Path, fault: str) -> str:
         key = next(k for k, v in ck["model"].items() if v.is_floating_point())
         ck["model"][key] = ck["model"][key].clone()
         ck["model"][key].view(-1)[0] = float("nan")
-        needle = "NaN or infinite"
+        needle = "NaN or Inf value(s)"
     else:
         raise AssertionError(fault)
     torch.save(ck, path)
@@ -523,3 +523,26 @@ def test_first_stage_weights_that_cannot_work(tiny_world, trained, tmp_path, cap
     rc, out, err = cli(capsys, "propose", tiny_world, work, "--splits", "val")
     assert_one_clear_error(rc, out, err, "propose", best, needle)
     assert table.read_bytes() == earlier
+
+
+@pytest.mark.parametrize("fault", ["3e38", "NaN"])
+def test_detector_weights_whose_outputs_are_not_finite(tmp_path, capsys, fault):
+    """Finite weights that overflow, and a NaN weight: refused, and the earlier detect outputs stay."""
+    import torch
+
+    ckpt = _tiny_checkpoint(tmp_path / "det.pth")
+    folder = _images_dir(tmp_path, {5: (60, 80)})
+    sets = _detect_sets(tmp_path, ckpt)
+    rc, out, err = run(capsys, "detect", "-c", "demo", *sets, "--images", str(folder), "--quiet")
+    assert rc == 0, err
+    before = snapshot(tmp_path / "w")
+    state = torch.load(ckpt, weights_only=True)
+    for k, v in state.items():
+        if v.is_floating_point() and k.endswith("weight"):
+            state[k] = torch.full_like(v, 3e38) if fault == "3e38" else v.clone().fill_(float("nan"))
+    torch.save(state, ckpt)
+    rc, out, err = run(capsys, "detect", "-c", "demo", *sets, "--images", str(folder), "--quiet")
+    needle = "non-finite outputs" if fault == "3e38" else "NaN or Inf value(s)"
+    assert_one_clear_error(rc, out, err, "detect", ckpt, needle)
+    final = lambda snap: {k: v for k, v in snap.items() if ".parts/" not in k}  # noqa: E731 (the resume folder may start)
+    assert final(snapshot(tmp_path / "w")) == final(before)

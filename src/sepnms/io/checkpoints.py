@@ -84,11 +84,11 @@ def check_tensors(obj: Any, path: Path, what: str = "checkpoint") -> None:
         if t.is_floating_point() or t.is_complex():
             if not any(k in name for k in NONFINITE_OK) and not bool(torch.isfinite(t).all()):
                 bad = int((~torch.isfinite(t)).sum())
-                raise InputError(path, f"{name} holds {bad} NaN or infinite value(s) of {t.numel()}: a {what} of a "
-                                       "diverged or damaged run")
+                raise InputError(path, f"{name} holds {bad} NaN or Inf value(s) of {t.numel()}: weights of a "
+                                       "diverged or damaged run, refused")
             if name.endswith("running_var") and t.numel() and bool((t < 0).any()):
                 raise InputError(path, f"{name} has {int((t < 0).sum())} negative variance(s) of {t.numel()} "
-                                       f"(min {float(t.min()):.3g}): not a trained BatchNorm layer (damaged {what}?)")
+                                       f"(min {float(t.min()):.3g}): not a trained BatchNorm layer (a damaged file?)")
 
 
 def check_finite_state(state: Any, folder: Path, what: str) -> None:
