@@ -28,6 +28,7 @@ from sepnms.config import Config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, save_ctxdb, split_critical
 from sepnms.errors import InputError, OutputExistsError
 from sepnms.io.atomic import atomic_write_json
+from sepnms.io.finite import check_finite_tree
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, shard_keys
 from sepnms.io.refer import Refer, xywh_to_xyxy
 from sepnms.rules import is_critical_clip
@@ -191,6 +192,7 @@ def clip_ctx(cfg: Config, overwrite: bool = False, progress: bool = True,
         for iid in chunk:
             entries.update(_label(cfg, dagger, refer, iid, images_dir))
             bar.update(1)
+        check_finite_tree(entries, f"clip-ctx, image_ids {chunk[0]}..{chunk[-1]}", default_heads_path(cfg))
         atomic_write_json(parts.part_path(chunk), {"images": chunk, "entries": {str(k): v for k, v in entries.items()}})
     bar.close()
     if not (merge and _merge(parts, refer, params)):

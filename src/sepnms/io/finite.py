@@ -15,6 +15,23 @@ import numpy as np
 from sepnms.errors import InputError
 
 
+def _numbers(obj, out: list) -> list:
+    if isinstance(obj, float):
+        out.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _numbers(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _numbers(v, out)
+    return out
+
+
+def check_finite_tree(obj: object, what: str, source: Optional[Path | str]) -> None:
+    """:func:`check_finite` over every float in nested dicts / lists (a JSON-bound output)."""
+    check_finite({"values": np.asarray(_numbers(obj, []), np.float64)}, what, source)
+
+
 def check_finite(arrays: Mapping[str, object], what: str, source: Optional[Path | str]) -> None:
     """InputError naming ``source`` (the weights) unless every array of ``arrays`` is finite.
 
