@@ -204,7 +204,9 @@ def test_caffe_strides_and_c4_size():
 
 def _random_state(model: MaskRCNNC4, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(shape, generator=g) * 0.01 for k, shape in expected_keys(model).items()}
+    state = {k: torch.randn(shape, generator=g) * 0.01 for k, shape in expected_keys(model).items()}
+    # a variance is >= 0 (a negative one is refused at load, issue 21)
+    return {k: v.abs() if k.endswith("running_var") else v for k, v in state.items()}
 
 
 def test_checkpoint_layout_is_the_536_keys():
