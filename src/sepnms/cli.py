@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -13,6 +14,29 @@ from typing import Any, Callable, Optional
 from sepnms.errors import SepNMSError, StorageError
 
 log = logging.getLogger("sepnms")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``sepnms <command>: error: ...``, exit 2), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def _int_at_least(lo: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``lo`` (the bound is declared with the argument, like config.py's)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, not {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {lo}"
+    return parse
 
 
 def _config_args(p: argparse.ArgumentParser, default: str = "paper") -> None:
@@ -39,7 +63,7 @@ def _shard_args(p: argparse.ArgumentParser, flush_default: Optional[int]) -> Non
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="do shard I of N (every N-th image) only; join the parts with `sepnms merge` once every "
                         "shard is done.  Under torchrun the ranks split the images and rank 0 merges by itself")
-    p.add_argument("--flush-every", type=int, default=flush_default, metavar="IMAGES",
+    p.add_argument("--flush-every", type=_int_at_least(1), default=flush_default, metavar="IMAGES",
                    help="write a part file every this many images (resume point after an interruption)"
                         + (f"; default {flush_default}" if flush_default else ""))
 
@@ -72,12 +96,35 @@ def _flush(args) -> dict[str, int]:
     return {"flush_every": args.flush_every}
 
 
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None: JSON has no NaN / Infinity (``json.dumps``
+    would print them bare, and the output would not parse)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _print(obj: Any) -> None:
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, rank 0 speaks for all
-        print(json.dumps(obj, indent=2, default=str))
+        print(json.dumps(_json_safe(obj), indent=2, default=str, allow_nan=False))
 
 
-def _sharded(args, cfg, run, merge, what: str) -> Any:
+def _merge_command(args, what: str, extra: tuple[str, ...] = ()) -> str:
+    """The ``sepnms merge`` command line that joins this run's parts: the same config, overrides
+    and stage arguments (``--images D`` of detect), quoted for the shell."""
+    import shlex
+
+    words = ["sepnms", "merge", what, "--config", args.config, *extra]
+    for item in args.overrides:
+        words += ["--set", item]
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def _sharded(args, cfg, run, merge, what: str, extra: tuple[str, ...] = ()) -> Any:
     """Run a part-file stage over ``--shard`` / torchrun ranks / everything (engine.distributed)."""
     from sepnms.engine.distributed import process_group, run_sharded
 
@@ -85,8 +132,8 @@ def _sharded(args, cfg, run, merge, what: str) -> Any:
     with process_group(cfg.device):
         result = run_sharded(run, merge, shard)
     if shard is not None and shard[1] > 1:
-        log.info("shard %d/%d of %s done; once every shard is done: sepnms merge %s --config %s", shard[0], shard[1],
-                 what, what, args.config)
+        log.info("shard %d/%d of %s done; once every shard is done: %s", shard[0], shard[1], what,
+                 _merge_command(args, what, extra))
     return result
 
 
@@ -151,12 +198,17 @@ def cmd_propose(args) -> None:
 def cmd_detect(args) -> None:
     from sepnms.engine.detect import compare_rpn, detect, merge_detect
 
+    if args.compare_only and not args.compare:
+        raise SepNMSError("--compare-only compares existing outputs with the pickles of --compare RPN_BOXES RPN_SCORES; "
+                          "give --compare too (or drop --compare-only to detect)")
     cfg = _cfg(args)
     images = Path(args.images) if args.images else None
+    extra = (*(("--images", args.images) if args.images else ()),
+             *(("--save-head", args.save_head) if args.save_head != "none" else ()))
     if not args.compare_only:
         _print(_sharded(args, cfg, lambda shard, merge: detect(cfg, images, args.save_head, progress=not args.quiet,
                                                                shard=shard, merge=merge, **_flush(args)),
-                        lambda: merge_detect(cfg, images, args.save_head), "detect"))
+                        lambda: merge_detect(cfg, images, args.save_head), "detect", extra))
     if args.compare:
         from sepnms.engine.detect import detect_paths
 
@@ -239,7 +291,12 @@ def cmd_clip_ctx(args) -> None:
 
 def cmd_demo(args) -> None:
     from sepnms.engine.demo import run_demo
+    from sepnms.io.atomic import check_output_folder
 
+    if args.config != "demo":  # the demo builds its world and configs from the demo preset; --set still applies
+        raise SepNMSError(f"demo runs the demo preset on its embedded world; --config {args.config} would be ignored "
+                          "(change values with --set KEY=VALUE, or run the stages one by one with your config)")
+    check_output_folder(Path(args.workdir), "--workdir")
     metrics = run_demo(Path(args.workdir), args.seed, args.overrides, progress=not args.quiet)
     _print(metrics)
     print(f"report: {Path(args.workdir) / 'report.md'}")
@@ -247,7 +304,10 @@ def cmd_demo(args) -> None:
 
 def cmd_predict(args) -> None:
     from sepnms.engine.predict import Predictor
+    from sepnms.io.atomic import check_output_target
 
+    if args.figure:
+        check_output_target(Path(args.figure))  # before the work: a folder, a device node, under a file
     pred = Predictor.from_config(_cfg(args), args.model, args.rule)
     proposals = pred.predict(args.image, args.expr)
     shown = proposals if args.all else [p for p in proposals if p.kept]
@@ -294,12 +354,12 @@ def cmd_config(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sepnms",
         description="Sep-NMS: expression-aware proposals for two-stage referring expression comprehension.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, fn: Callable, help_: str, default_cfg: str = "paper") -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
@@ -309,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("world", cmd_world, "write the embedded synthetic world (real formats) and its config.yaml", "demo")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed)")
+    p.add_argument("--seed", type=_int_at_least(0), default=None, help="random seed (default: the config's seed)")
 
     p = add("prepare", cmd_prepare, "refer + detector output + GloVe -> vocab, refdb, candidates, GloVe ctxdb")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of a different configuration")
@@ -374,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write the MAttNet-style detection JSON of a method")
     p.add_argument("--method", required=True)
     p.add_argument("--splits", nargs="+", default=None)
-    p.add_argument("--top-n", type=int, default=None,
+    p.add_argument("--top-n", type=_int_at_least(0), default=None,
                    help="0: conf-selected at evaluate's conf (file ..._0.json; MAttNet --top-N 0); N: the N best per "
                         "expression (..._N.json); default evaluate.top_n_export")
     p.add_argument("--tag", default="sepnms")
@@ -385,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "run the whole method on the embedded world and write report.md", "demo")
     p.add_argument("--workdir", default="demo_out", help="output folder (default demo_out)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
 
     p = add("predict", cmd_predict, "proposals of a trained model for one image and one expression (JSON)")
     p.add_argument("--image", required=True, metavar="ID_OR_PATH", help="an image id of the dataset, or an image file (then the detector of "
@@ -400,16 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("show", cmd_show, "qualitative figures: per expression, one panel per method (<workdir>/show/<split>/)")
     p.add_argument("--methods", nargs="+", default=None, help="fused methods (default: show.methods that exist)")
     p.add_argument("--split", default=None, help="default: show.split or the first evaluate split")
-    p.add_argument("--n", type=int, default=None, help="at most this many figures (default show.n)")
+    p.add_argument("--n", type=_int_at_least(1), default=None, help="at most this many figures (default show.n)")
     p.add_argument("--select", choices=["all", "hits", "misses", "disagree"], default=None,
                    help="hits/misses: of the last method; disagree: the methods' hit/miss differ (default show.select)")
-    p.add_argument("--ids", type=int, nargs="+", default=None, metavar="SENT_ID", help="these expressions only")
+    p.add_argument("--ids", type=_int_at_least(0), nargs="+", default=None, metavar="SENT_ID", help="these expressions only")
 
     p = add("gallery", cmd_gallery, "a static HTML page over an evaluation: cards, filters, metrics "
                                      "(<workdir>/gallery/index.html)")
     p.add_argument("--methods", nargs="+", default=None, help="default: gallery.methods or show.methods that exist")
     p.add_argument("--splits", nargs="+", default=None, help="default: gallery.splits or evaluate.splits")
-    p.add_argument("--max-thumbnails", type=int, default=None, metavar="N",
+    p.add_argument("--max-thumbnails", type=_int_at_least(-1), default=None, metavar="N",
                    help="draw at most N thumbnails (-1: all; default gallery.max_thumbnails)")
 
     p = add("ground", cmd_ground, "the second stage (MAttNet): train it, or score candidate sets -> REC accuracy")
@@ -426,9 +486,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ALLOC_FAILED = re.compile(r"can't allocate memory|could not create a primitive|std::bad_alloc", re.IGNORECASE)
+
+
+def _stage(args) -> str:
+    """``ground train``-style name of the running stage, for one-line resource errors."""
+    action = getattr(args, "action", None)
+    return f"`sepnms {args.command}{' ' + action if action else ''}`"
+
+
+def _needed(text: str) -> str:
+    """``it needed 1.6 GiB; `` from an allocator message naming the bytes, else ``''``."""
+    found = re.search(r"allocate (\d+) bytes", text)
+    if not found:
+        return ""
+    n = float(found.group(1))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"it needed {n:.1f} {unit}; "
+        n /= 1024
+    return ""
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, one line from _Parser.error)
+        return int(exc.code or 0)
     if getattr(args, "device", None):
         args.overrides = [*args.overrides, f"device={args.device}"]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -444,13 +529,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                 raise
             raise storage from exc
         except MemoryError:
-            raise SepNMSError("out of memory (an input larger than expected, or too large a batch: lower "
-                              "train.batch_size / text.batch_size, or use a machine with more memory)") from None
+            raise SepNMSError(f"out of memory in {_stage(args)} (an input larger than expected, or too large a batch: "
+                              "lower train.batch_size / text.batch_size, or use a machine with more memory)") from None
         except RuntimeError as exc:
             text = str(exc)
             if "out of memory" in text.lower():  # torch.OutOfMemoryError (CUDA) and allocator failures
-                raise SepNMSError(f"out of memory on {getattr(args, 'device', None) or 'the device'}: "
+                raise SepNMSError(f"out of memory in {_stage(args)} on {getattr(args, 'device', None) or 'the device'}: "
                                   f"{text.splitlines()[0][:160]} (lower the batch size)") from None
+            if _ALLOC_FAILED.search(text):  # the CPU allocator, oneDNN
+                raise SepNMSError(f"out of memory in {_stage(args)}: {_needed(text)}could not allocate "
+                                  f"({' '.join(text.split())[:160]}); lower the batch size or the image size "
+                                  "(detector.test_scale, detector.batch_images), or use a machine with more "
+                                  "memory") from None
             if "file write failed" in text or "No space left" in text:  # torch.save on a full disk
                 raise SepNMSError(f"write failed ({text.splitlines()[0][:160]}): is the disk full?") from None
             raise

@@ -14,7 +14,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,6 +23,29 @@ from sepnms.errors import ConfigError
 
 PRESETS = ("paper", "demo")
 DATASET_SPLIT_BYS = {"refcoco": ("unc", "google"), "refcoco+": ("unc",), "refcocog": ("umd", "google")}
+
+
+# ---------------------------------------------------------------------------------------
+# numeric types with their bounds declared once (tests/test_config_bounds.py walks the whole
+# model and fails on a numeric field without them).  Integers are strict (a bool or 2.5 is not a
+# count); floats are finite (NaN and infinity are refused everywhere).
+
+PosInt = Annotated[int, Field(ge=1, strict=True)]
+"""A count or size: 1, 2, ..."""
+NonNegInt = Annotated[int, Field(ge=0, strict=True)]
+"""0, 1, 2, ..."""
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A finite value > 0 (learning rates, scales, steps)."""
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""A finite value >= 0 (weights of loss terms, margins)."""
+Prob = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+"""A probability or fraction in [0, 1]."""
+Dropout = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+"""A dropout rate (or an Adam beta) in [0, 1)."""
+IoU = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+"""An IoU threshold (or a decay factor) in (0, 1]."""
+Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False)]
+"""An 8-bit pixel value."""
 
 
 class _Section(BaseModel):
@@ -61,105 +84,105 @@ class PathsConfig(_Section):
 
 
 class PrepareConfig(_Section):
-    class_prob_threshold: float = Field(0.05, ge=0, lt=1)
-    threshold_step: float = Field(0.005, gt=0)
-    min_candidates_train: int = Field(32, ge=1)
-    min_candidates_test: int = Field(1, ge=1)
-    vocab_min_count: int = Field(2, ge=1)
+    class_prob_threshold: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.05
+    threshold_step: PosFloat = 0.005
+    min_candidates_train: PosInt = 32
+    min_candidates_test: PosInt = 1
+    vocab_min_count: PosInt = 2
     vocab_splits: Literal["all", "train"] = "all"
     """Whose tokens make the GloVe vocabulary (count >= ``vocab_min_count``, in GloVe): ``all`` =
     every split's expressions, Ref-NMS's rule and the released models' (GloVe is frozen, so nothing
     is trained on test data); ``train`` = ``train.train_split`` only."""
     spacy_model: str = "en_core_web_sm"
     noun_pos: list[str] = Field(default_factory=lambda: ["NOUN", "NUM", "PRON", "PROPN"])
-    glove_sim_threshold: float = Field(0.4, ge=-1, le=1)
-    referent_iou: float = 0.9
+    glove_sim_threshold: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)] = 0.4
+    referent_iou: IoU = 0.9
 
 
 class ModelConfig(_Section):
-    feat_channels: int = 1024
-    feat_stride: int = 16
+    feat_channels: PosInt = 1024
+    feat_stride: PosInt = 16
     pooling: Literal["crop", "roi_align"] = "crop"
-    pool_size: int = 7
-    head_mid_channels: int = 512
-    head_out_channels: int = 2048
-    head_blocks: int = 3
-    word_dim: int = 300
-    gru_hidden: int = 256
-    hidden_dim: int = 1024
-    embed_dim: int = 512
-    text_dim: int = 768
-    attn_dropout: float = 0.5
-    score_dropout: float = 0.5
-    text_dropout: float = 0.1
-    temperature: float = 0.06
+    pool_size: PosInt = 7
+    head_mid_channels: PosInt = 512
+    head_out_channels: PosInt = 2048
+    head_blocks: PosInt = 3
+    word_dim: PosInt = 300
+    gru_hidden: PosInt = 256
+    hidden_dim: PosInt = 1024
+    embed_dim: PosInt = 512
+    text_dim: PosInt = 768
+    attn_dropout: Dropout = 0.5
+    score_dropout: Dropout = 0.5
+    text_dropout: Dropout = 0.1
+    temperature: PosFloat = 0.06
     bn_xavier_init: bool = False
     """Parity flag: the released code Xavier-initialises BatchNorm scales too."""
 
 
 class TextConfig(_Section):
-    max_length: int = Field(10, ge=1)
+    max_length: PosInt = 10
     pooling: Literal["mean_all", "masked_mean"] = "mean_all"
-    batch_size: int = Field(64, ge=1)
+    batch_size: PosInt = 64
     build_tiny_encoder: bool = False
     """Demo only: build a small random BERT-family encoder in the workdir when no
     ``paths.text_encoder`` is given (no pretrained BERT can be downloaded here)."""
-    tiny_hidden: int = 64
-    tiny_layers: int = 2
-    tiny_heads: int = 2
+    tiny_hidden: PosInt = 64
+    tiny_layers: PosInt = 2
+    tiny_heads: PosInt = 2
 
 
 class TrainConfig(_Section):
     model: Literal["sepnms", "refnms"] = "sepnms"
     ctx_source: Literal["glove", "clip"] = "glove"
-    rois_per_expression: int = Field(32, ge=1)
-    max_referent: int = Field(4, ge=1)
-    max_positive: int = Field(21, ge=1)
-    pos_iou: float = Field(0.5, gt=0, le=1)
-    max_tokens: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    epochs: int = Field(5, ge=1)
-    max_steps: Optional[int] = Field(None, ge=1)
-    lr_head: float = Field(2e-4, gt=0)
-    lr_new: float = Field(5e-4, gt=0)
-    lr_gru: float = Field(5e-4, gt=0)
-    weight_decay: float = Field(1e-3, ge=0)
-    plateau_factor: float = Field(0.5, gt=0, lt=1)
-    plateau_patience: int = Field(1, ge=0)
-    min_lr_ratio: float = Field(0.01, gt=0, le=1)
-    eval_every: int = Field(1000, ge=1)
-    checkpoint_every: int = Field(200, ge=1)
-    num_workers: int = Field(0, ge=0)
+    rois_per_expression: PosInt = 32
+    max_referent: PosInt = 4
+    max_positive: PosInt = 21
+    pos_iou: IoU = 0.5
+    max_tokens: PosInt = 10
+    batch_size: PosInt = 32
+    epochs: PosInt = 5
+    max_steps: Optional[PosInt] = None
+    lr_head: PosFloat = 2e-4
+    lr_new: PosFloat = 5e-4
+    lr_gru: PosFloat = 5e-4
+    weight_decay: NonNegFloat = 1e-3
+    plateau_factor: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.5
+    plateau_patience: NonNegInt = 1
+    min_lr_ratio: IoU = 0.01
+    eval_every: PosInt = 1000
+    checkpoint_every: PosInt = 200
+    num_workers: NonNegInt = 0
     train_split: str = "train"
     val_split: str = "val"
-    val_max_expressions: Optional[int] = Field(None, ge=1)
+    val_max_expressions: Optional[PosInt] = None
     amp: bool = False
 
 
 class FusionConfig(_Section):
     rule: Literal["det", "refnms", "sep", "sep+clip"] = "sep"
-    k: float = Field(2.0, ge=0)
-    ref_cut: float = Field(0.03, ge=0, le=1)
-    nms_iou: float = Field(0.3, gt=0, le=1)
+    k: NonNegFloat = 2.0
+    ref_cut: Prob = 0.03
+    nms_iou: IoU = 0.3
     clip_term: Literal["objects", "candidates"] = "objects"
     """The CLIP term of ``sep+clip``: softmax over the image's unique confident detections
     (``objects``) or over all candidate crops (``candidates``, ~1/M); docs/METHOD.md."""
-    clip_scale: float = Field(10.0, gt=0)
-    clip_object_det: float = Field(0.5, ge=0, le=1)
-    clip_object_nms: float = Field(0.5, gt=0, le=1)
+    clip_scale: PosFloat = 10.0
+    clip_object_det: Prob = 0.5
+    clip_object_nms: IoU = 0.5
 
 
 class EvaluateConfig(_Section):
     splits: list[str] = Field(default_factory=lambda: ["val", "testA", "testB"])
-    target_proposals: float = Field(9.0, gt=0)
+    target_proposals: PosFloat = 9.0
     """The conf of every method is chosen so that about this many proposals per expression
     remain (the paper keeps about 8-10)."""
-    conf_grid_size: int = Field(200, ge=2)
-    hit_iou: float = Field(0.5, gt=0, le=1)
-    bootstrap_samples: int = Field(2000, ge=100)
+    conf_grid_size: Annotated[int, Field(ge=2, strict=True)] = 200
+    hit_iou: IoU = 0.5
+    bootstrap_samples: Annotated[int, Field(ge=100, strict=True)] = 2000
     """Resamples of the 95 % bootstrap interval given beside every rate."""
-    bootstrap_seed: int = 0
-    top_n_export: int = Field(0, ge=0)
+    bootstrap_seed: NonNegInt = 0
+    top_n_export: NonNegInt = 0
     """``export``: 0 = conf-selected at the conf chosen above (file ``..._0.json``, Ref-NMS's naming;
     give MAttNet ``--top-N 0``); N > 0 = the N best proposals per expression (``..._N.json``)."""
     ctx_source: str = "train"
@@ -169,7 +192,7 @@ class EvaluateConfig(_Section):
 
 
 class ProposeConfig(_Section):
-    flush_every: int = Field(64, ge=1)
+    flush_every: PosInt = 64
     """``propose`` writes a part file (``<split>.parts/part-<first image>.h5``) every this many
     images; an interrupted run resumes after the last part written."""
 
@@ -182,14 +205,14 @@ class ShowConfig(_Section):
     on the command line)."""
     split: Optional[str] = None
     """Default: the first of ``evaluate.splits``."""
-    n: int = Field(40, ge=1)
+    n: PosInt = 40
     select: Literal["all", "hits", "misses", "disagree"] = "all"
     """``hits`` / ``misses``: the last method hits / misses the referent; ``disagree``: the
     methods' hit/miss differ."""
-    panel_px: int = Field(384, ge=32)
+    panel_px: Annotated[int, Field(ge=32, strict=True)] = 384
     """Longer side of each panel, in pixels."""
-    dpi: int = Field(100, ge=10)
-    max_labels: int = Field(12, ge=0)
+    dpi: Annotated[int, Field(ge=10, strict=True)] = 100
+    max_labels: NonNegInt = 12
 
 
 class GalleryConfig(_Section):
@@ -199,36 +222,36 @@ class GalleryConfig(_Section):
     """Default: ``show.methods``."""
     splits: Optional[list[str]] = None
     """Default: ``evaluate.splits``."""
-    max_thumbnails: Optional[int] = Field(None, ge=0)
+    max_thumbnails: Optional[NonNegInt] = None
     """Draw at most this many card images (None: one per expression); every expression still
     gets a card with its outcomes."""
-    thumb_px: int = Field(160, ge=32)
+    thumb_px: Annotated[int, Field(ge=32, strict=True)] = 160
     """Longer side of each panel of a thumbnail, in pixels."""
-    page_size: int = Field(60, ge=1)
+    page_size: PosInt = 60
     """Cards per page of the page's pager."""
 
 
 class ClipConfig(_Section):
     arch: str = "RN101"
     """open_clip model name, or ``tiny`` (a small ModifiedResNet CLIP built from ``tiny_*``)."""
-    embed_dim: int = 512
-    layer3_channels: int = 1024
-    image_size: int = 224
+    embed_dim: PosInt = 512
+    layer3_channels: PosInt = 1024
+    image_size: PosInt = 224
     freeze_backbone: bool = True
-    gamma1: float = 4.0
-    gamma2: float = 5.0
-    gamma3: float = 10.0
-    batch_size: int = Field(48, ge=1)
-    epochs: int = Field(150, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    lr_decay: float = Field(0.98, gt=0, le=1)
-    lr_min: float = Field(2e-5, ge=0)
-    betas: tuple[float, float] = (0.5, 0.999)
-    resize: int = 355
-    crop: int = 299
-    ctx_threshold: float = 0.08
-    score_scale: float = 10.0
-    referent_iou: float = 0.9
+    gamma1: PosFloat = 4.0
+    gamma2: PosFloat = 5.0
+    gamma3: PosFloat = 10.0
+    batch_size: PosInt = 48
+    epochs: PosInt = 150
+    lr: PosFloat = 2e-4
+    lr_decay: IoU = 0.98
+    lr_min: NonNegFloat = 2e-5
+    betas: tuple[Dropout, Dropout] = (0.5, 0.999)
+    resize: PosInt = 355
+    crop: PosInt = 299
+    ctx_threshold: Prob = 0.08
+    score_scale: PosFloat = 10.0
+    referent_iou: IoU = 0.9
     bgr_parity: bool = False
     """Parity flag: the released code feeds BGR crops to CLIP by mistake."""
     score_proposals: bool = False
@@ -236,57 +259,72 @@ class ClipConfig(_Section):
     amp: bool = False
     """Mixed precision (float16 autocast) for CLIP-dagger inference in ``clip-ctx`` and
     ``propose`` on CUDA; ignored on CPU.  (Fine-tuning follows ``train.amp``.)"""
-    max_steps: Optional[int] = None
-    tiny_width: int = 16
-    tiny_layers: tuple[int, int, int, int] = (1, 1, 1, 1)
-    tiny_text_width: int = 64
-    tiny_text_layers: int = 2
-    tiny_text_heads: int = 2
-    tiny_context_length: int = 32
-    tiny_vocab_size: int = 49408
+    max_steps: Optional[PosInt] = None
+    tiny_width: PosInt = 16
+    tiny_layers: tuple[PosInt, PosInt, PosInt, PosInt] = (1, 1, 1, 1)
+    tiny_text_width: PosInt = 64
+    tiny_text_layers: PosInt = 2
+    tiny_text_heads: PosInt = 2
+    tiny_context_length: PosInt = 32
+    tiny_vocab_size: PosInt = 49408
+
+    @model_validator(mode="after")
+    def _check_crop(self) -> "ClipConfig":
+        if self.crop > self.resize:
+            raise ValueError(f"clip.crop ({self.crop}) must not exceed clip.resize ({self.resize}): a random crop of the resized image")
+        return self
 
 
 class DetectorConfig(_Section):
     """MAttNet's Mask R-CNN res101 (C4) at test time (``sepnms.detection``; paper values)."""
 
-    width: int = Field(64, ge=1)
+    width: PosInt = 64
     """Stem channels; layer1..4 have 1, 2, 4, 8 x width mid channels and 4x that out (64: ResNet-101)."""
-    blocks: tuple[int, int, int, int] = (3, 4, 23, 3)
-    rpn_channels: int = Field(512, ge=1)
-    num_classes: int = 81
-    anchor_scales: list[float] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0])
-    anchor_ratios: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
-    feat_stride: int = 16
-    pixel_means: tuple[float, float, float] = (102.9801, 115.9465, 122.7717)
+    blocks: tuple[PosInt, PosInt, PosInt, PosInt] = (3, 4, 23, 3)
+    rpn_channels: PosInt = 512
+    num_classes: Annotated[int, Field(ge=2, strict=True)] = 81
+    anchor_scales: list[PosFloat] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0], min_length=1)
+    anchor_ratios: list[PosFloat] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1)
+    feat_stride: PosInt = 16
+    pixel_means: tuple[Pixel, Pixel, Pixel] = (102.9801, 115.9465, 122.7717)
     """BGR means subtracted before resizing."""
-    test_scale: int = 600
+    test_scale: PosInt = 600
     """Short side of the resized image."""
-    test_max_size: int = 1000
+    test_max_size: PosInt = 1000
     """Long side cap of the resized image."""
-    rpn_pre_nms_top_n: int = 6000
-    rpn_post_nms_top_n: int = 300
-    rpn_nms_thresh: float = 0.7
-    bbox_stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
-    pool_size: int = 7
-    det_nms: float = 0.3
-    det_score: float = 0.65
-    det_lower_step: float = 0.1
+    rpn_pre_nms_top_n: PosInt = 6000
+    rpn_post_nms_top_n: PosInt = 300
+    rpn_nms_thresh: IoU = 0.7
+    bbox_stds: tuple[PosFloat, PosFloat, PosFloat, PosFloat] = (0.1, 0.1, 0.2, 0.2)
+    pool_size: PosInt = 7
+    det_nms: IoU = 0.3
+    det_score: Prob = 0.65
+    det_lower_step: IoU = 0.1
     det_order: Literal["py2", "py3"] = "py2"
     """Order of ``detect``'s ``dets.json`` (and so its ``det_id`` = ``h5_id``): MAttNet's
     ``run_detect.py`` walks ``refer.Imgs`` and, per image, ``cls_to_dets`` (class name -> boxes in
     NMS order).  ``py2``: those dicts' CPython 2.7 iteration order, as MAttNet's released
     detections were written; ``py3``: the same script under Python 3 (images in instances.json
     order, classes by category id)."""
-    batch_images: int = Field(1, ge=1)
+    batch_images: PosInt = 1
     """Images of the same resized size run through the trunk together."""
-    roi_chunk: int = Field(300, ge=1)
+    roi_chunk: PosInt = 300
     """RoIs per pass through layer4."""
-    num_workers: int = Field(0, ge=0)
+    num_workers: NonNegInt = 0
     """Image-decoding loader workers of ``detect``."""
-    flush_every: int = Field(64, ge=1)
+    flush_every: PosInt = 64
     """``detect`` writes a part file every this many images."""
     amp: Literal["none", "bf16", "fp16"] = "none"
     """Autocast dtype on CUDA (ignored on CPU)."""
+
+
+class ImagesConfig(_Section):
+    """Every image read (``sepnms.io.images.read_image``: detect, predict, show, gallery, clip-ctx,
+    clip-finetune, ``features.source: images``, CLIP-dagger proposal scores)."""
+
+    max_pixels: PosInt = 40_000_000
+    """Largest width x height decoded (from the file's header, before decoding): a small file can
+    declare a huge image.  COCO's largest are 640 x 640."""
 
 
 class FeaturesConfig(_Section):
@@ -295,21 +333,27 @@ class FeaturesConfig(_Section):
     source: Literal["h5", "images"] = "h5"
     """``h5``: MAttNet head files in ``paths.head_feats_dir``; ``images``: computed from the image
     with the detector trunk (``paths.detector_checkpoint``), no 150 GB cache needed."""
-    cache_images: int = Field(64, ge=1)
+    cache_images: PosInt = 64
     """Maps kept in memory (LRU) per process."""
 
 
 class WorldConfig(_Section):
-    n_images: int = 160
-    image_size: int = 256
-    min_objects: int = 4
-    max_objects: int = 7
-    sentences_per_ref: int = 2
-    n_proposals: int = 60
-    split_fractions: dict[str, float] = Field(
+    n_images: PosInt = 160
+    image_size: Annotated[int, Field(ge=32, strict=True)] = 256
+    min_objects: PosInt = 4
+    max_objects: PosInt = 7
+    sentences_per_ref: PosInt = 2
+    n_proposals: PosInt = 60
+    split_fractions: dict[str, Prob] = Field(
         default_factory=lambda: {"train": 0.6, "val": 0.14, "testA": 0.13, "testB": 0.13}
     )
     image_format: Literal["jpg", "png"] = "jpg"
+
+    @model_validator(mode="after")
+    def _check_objects(self) -> "WorldConfig":
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"world.min_objects ({self.min_objects}) must not exceed world.max_objects ({self.max_objects})")
+        return self
 
 
 class GroundingConfig(_Section):
@@ -320,47 +364,47 @@ class GroundingConfig(_Section):
     and its layer4 (``model.head_*`` sizes), frozen.
     """
 
-    word_embedding_size: int = 512
-    word_vec_size: int = 512
-    rnn_hidden_size: int = 512
-    jemb_dim: int = 512
-    word_drop_out: float = 0.5
-    jemb_drop_out: float = 0.1
-    visual_drop_out: float = 0.2
-    visual_init_norm: float = 20.0
-    num_cxt: int = 5
+    word_embedding_size: PosInt = 512
+    word_vec_size: PosInt = 512
+    rnn_hidden_size: PosInt = 512
+    jemb_dim: PosInt = 512
+    word_drop_out: Dropout = 0.5
+    jemb_drop_out: Dropout = 0.1
+    visual_drop_out: Dropout = 0.2
+    visual_init_norm: PosFloat = 20.0
+    num_cxt: PosInt = 5
     """Same-category neighbours of the location module and context objects of the relation module."""
-    vocab_min_count: int = 5
+    vocab_min_count: NonNegInt = 5
     """Training tokens kept when their count is strictly greater than this (MAttNet: > 5)."""
-    max_length: Optional[int] = None
+    max_length: Optional[PosInt] = None
     """Token limit; None = MAttNet's: 10 for refcoco / refcoco+, 20 for refcocog."""
-    num_atts: int = 50
-    att_weight: float = 1.0
+    num_atts: PosInt = 50
+    att_weight: NonNegFloat = 1.0
     """Weight of the attribute BCE; used only when ``paths.data_json`` carries ``att_wds`` labels."""
-    margin: float = 0.1
-    visual_rank_weight: float = 1.0
-    lang_rank_weight: float = 1.0
-    visual_sample_ratio: float = 0.3
+    margin: NonNegFloat = 0.1
+    visual_rank_weight: NonNegFloat = 1.0
+    lang_rank_weight: NonNegFloat = 1.0
+    visual_sample_ratio: Prob = 0.3
     """Probability of a same-category visual / language negative (when the image has one)."""
     layer4_source: Literal["maskrcnn", "random"] = "maskrcnn"
     """``maskrcnn``: the detector's layer4 from ``paths.maskrcnn_checkpoint``; ``random``: a seeded
     random layer4 (the demo's choice: the world's config sets no ``paths.maskrcnn_checkpoint``, and its
     first-stage heads start from random weights too).  Frozen either way."""
-    lr: float = 4e-4
-    betas: tuple[float, float] = (0.8, 0.999)
-    eps: float = 1e-8
-    batch_images: int = 15
-    seq_per_ref: int = 3
-    grad_clip: float = 0.1
-    lr_decay_start: int = 8000
-    lr_decay_every: int = 8000
-    lr_decay: float = 0.1
-    max_iters: int = 30000
-    eval_every: int = 2000
-    checkpoint_every: int = 500
+    lr: PosFloat = 4e-4
+    betas: tuple[Dropout, Dropout] = (0.8, 0.999)
+    eps: PosFloat = 1e-8
+    batch_images: PosInt = 15
+    seq_per_ref: PosInt = 3
+    grad_clip: PosFloat = 0.1
+    lr_decay_start: NonNegInt = 8000
+    lr_decay_every: PosInt = 8000
+    lr_decay: IoU = 0.1
+    max_iters: PosInt = 30000
+    eval_every: PosInt = 2000
+    checkpoint_every: PosInt = 500
     train_split: str = "train"
     val_split: str = "val"
-    val_max_sentences: Optional[int] = None
+    val_max_sentences: Optional[PosInt] = None
     shuffle_images: bool = False
     """False: the training images in one fixed order (ascending id), epoch after epoch, as MAttNet
     (its loader never reshuffles); True: a seeded permutation per epoch."""
@@ -369,7 +413,7 @@ class GroundingConfig(_Section):
     ``best.pt``): ``index`` = the chosen object is the referent (MAttNet's ``eval_easy_utils``);
     ``iou`` = IoU >= 0.5 with the referent's box, as for detections (not MAttNet's rule: two
     overlapping annotations can both pass)."""
-    feature_cache_images: int = 64
+    feature_cache_images: PosInt = 64
     """Images whose frozen pool5 / fc7 grids stay in memory (LRU)."""
 
 
@@ -378,7 +422,7 @@ class Config(_Section):
     dataset: Literal["refcoco", "refcoco+", "refcocog"] = "refcoco"
     split_by: str = "unc"
     workdir: Path = Path("work")
-    seed: int = 0
+    seed: NonNegInt = 0
     device: str = "cpu"
     paths: PathsConfig = Field(default_factory=PathsConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
@@ -393,6 +437,7 @@ class Config(_Section):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
 
@@ -557,7 +602,10 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (or use a preset: {list(PRESETS)})")
         try:
-            user = yaml.safe_load(path.read_text()) or {}
+            user = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                              f"{exc.start}): not a YAML config") from None
         except yaml.YAMLError as exc:
             detail = " ".join(str(exc).split())  # one line
             raise ConfigError(f"config file {path} is not valid YAML: {detail}") from None

@@ -47,6 +47,10 @@ class StorageError(SepNMSError):
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{cause}")
 
+    #: errno -> what the user reads, for a path that cannot be used as given (the advice differs)
+    PATH_CAUSES = {2: "no such file or folder", 17: "exists and is not a folder", 20: "a component of the path is a file, not a folder",
+                   21: "is a folder, not a file", 36: "file name too long", 40: "too many levels of symbolic links"}
+
     @classmethod
     def from_os_error(cls, exc: OSError, path: Optional[Path | str] = None) -> Optional["StorageError"]:
         """The StorageError for ``exc`` if it is a storage fault (errno in :attr:`CAUSES`), else None."""
@@ -58,9 +62,11 @@ class StorageError(SepNMSError):
 
             found = re.search(r"errno\s*=\s*(\d+)", str(exc))
             code = int(found.group(1)) if found else None
+        name = _errno.errorcode.get(code, str(code)) if code is not None else ""
+        where = path or exc.filename
+        if code in cls.PATH_CAUSES and where is not None:
+            return cls(where, f"{cls.PATH_CAUSES[code]} ({name}); check the path")
         if code not in cls.CAUSES:
             return None
-        name = _errno.errorcode.get(code, str(code))
-        where = path or exc.filename
         return cls(where, f"{cls.CAUSES[code]} ({name}); free space or fix the permissions (or use "
                           "another workdir), then re-run")

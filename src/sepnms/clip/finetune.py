@@ -42,6 +42,7 @@ from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
 from sepnms.io.checkpoints import torch_load_weights
 from sepnms.errors import InputError, OutputExistsError
 from sepnms.io.atomic import atomic_path, atomic_write_json
+from sepnms.io.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,10 @@ class CaptionImages(Dataset):
     """Item ``epoch * N + i`` -> (image [3, S, S], tokens [L]) of image ``i``, with the random
     caption / crop / flip of that (seed, epoch, i)."""
 
-    def __init__(self, items: list[tuple[Path, list[str]]], c: ClipConfig, context_length: int, seed: int):
+    def __init__(self, items: list[tuple[Path, list[str]]], c: ClipConfig, context_length: int, seed: int,
+                 max_pixels: Optional[int] = None):
         self.items, self.c, self.context_length, self.seed = items, c, context_length, seed
+        self.max_pixels = max_pixels  # images.max_pixels (io.images.read_image)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -114,11 +117,7 @@ class CaptionImages(Dataset):
         rng = np.random.default_rng([self.seed, epoch, i])
         path, captions = self.items[i]
         caption = captions[int(rng.integers(len(captions)))]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(path, f"not a readable image ({type(exc).__name__}: {str(exc)[:200]})") from None
+        image = Image.fromarray(read_image(path, max_pixels=self.max_pixels))
         return self.transform(image, rng), tokenize([caption], self.context_length)[0]
 
 
@@ -220,7 +219,7 @@ def clip_finetune(cfg: Config, overwrite: bool = False, progress: bool = True,
     total_steps = nb * c.epochs
     if c.max_steps is not None:
         total_steps = min(total_steps, c.max_steps)
-    dataset = CaptionImages(items, c, dagger.context_length, cfg.seed)
+    dataset = CaptionImages(items, c, dagger.context_length, cfg.seed, cfg.images.max_pixels)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.train.num_workers,
                         pin_memory=device.startswith("cuda"))
 

@@ -28,6 +28,7 @@ from sepnms.config import Config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, save_ctxdb, split_critical
 from sepnms.errors import InputError, OutputExistsError
 from sepnms.io.atomic import atomic_write_json
+from sepnms.io.finite import check_finite_tree
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, shard_keys
 from sepnms.io.refer import Refer, xywh_to_xyxy
 from sepnms.rules import is_critical_clip
@@ -56,14 +57,13 @@ def critical_ann_ids(ann_ids: Sequence[int], prob_row, threshold: float) -> list
     return [int(a) for a, p in zip(ann_ids, np.asarray(prob_row).tolist()) if is_critical_clip(p, threshold)]
 
 
-def _open_image(path: Path) -> Image.Image:
+def _open_image(path: Path, max_pixels: int, expect_size: Optional[tuple[int, int]] = None) -> Image.Image:
+    """The RGB image through the image gate (``io.images.read_image``)."""
+    from sepnms.io.images import read_image
+
     if not path.is_file():
         raise InputError(path, "image not found (check paths.images_dir / paths.refer_root)")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception as exc:  # noqa: BLE001 - truncated or not an image
-        raise InputError(path, f"not a readable image ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return Image.fromarray(read_image(path, max_pixels=max_pixels, expect_size=expect_size))
 
 
 def clip_autocast(cfg: Config) -> contextlib.AbstractContextManager:
@@ -192,6 +192,7 @@ def clip_ctx(cfg: Config, overwrite: bool = False, progress: bool = True,
         for iid in chunk:
             entries.update(_label(cfg, dagger, refer, iid, images_dir))
             bar.update(1)
+        check_finite_tree(entries, f"clip-ctx, image_ids {chunk[0]}..{chunk[-1]}", default_heads_path(cfg))
         atomic_write_json(parts.part_path(chunk), {"images": chunk, "entries": {str(k): v for k, v in entries.items()}})
     bar.close()
     if not (merge and _merge(parts, refer, params)):
@@ -210,7 +211,9 @@ def _label(cfg: Config, dagger: CLIPDagger, refer: Refer, iid: int, images_dir: 
     sents = [(ref, s) for ref in refs for s in ref["sentences"]]
     if not anns or not sents:
         return {}
-    image = _open_image(images_dir / refer.img_by_id[iid]["file_name"])
+    rec = refer.img_by_id[iid]
+    recorded = (int(rec["width"]), int(rec["height"])) if "width" in rec and "height" in rec else None
+    image = _open_image(images_dir / rec["file_name"], cfg.images.max_pixels, recorded)
     ann_ids = [int(a["id"]) for a in anns]
     boxes = np.asarray([xywh_to_xyxy(a["bbox"]) for a in anns], dtype=np.float64)
     with clip_autocast(cfg):

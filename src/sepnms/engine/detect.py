@@ -36,11 +36,12 @@ from sepnms.config import Config
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.dets import mattnet_detections
 from sepnms.detection.preprocess import preprocess
-from sepnms.engine.image_features import autocast, detector_checkpoint
+from sepnms.engine.image_features import autocast, detector_checkpoint, read_detector_image
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path, atomic_write_json
+from sepnms.io.finite import check_finite
 from sepnms.io.head_feats import write_head
-from sepnms.io.images import coco_file_name, image_ids_in_folder, read_bgr
+from sepnms.io.images import coco_file_name, image_ids_in_folder
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.rpn import load_rpn, write_rpn
 
@@ -89,7 +90,7 @@ class _Images(Dataset):
     """Decoded + preprocessed images (in loader workers): (image_id, blob, im_info, (h, w))."""
 
     def __init__(self, files: dict[int, Path], ids: list[int], cfg: Config):
-        self.files, self.ids, self.dc = files, ids, cfg.detector
+        self.files, self.ids, self.dc, self.cfg = files, ids, cfg.detector, cfg
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -97,7 +98,7 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         iid = self.ids[i]
         try:
-            bgr = read_bgr(self.files[iid])
+            bgr = read_detector_image(self.cfg, self.files[iid])
         except InputError as err:  # handed to the main process whole (a worker would wrap it in a traceback)
             return iid, None, None, err.problem
         blob, info = preprocess(bgr, self.dc.pixel_means, self.dc.test_scale, self.dc.test_max_size)
@@ -187,6 +188,7 @@ def _run_batch(model, items: list, cfg: Config, device: str, save_head: str, hea
     out = {}
     for k, ((iid, _, info, _), d) in enumerate(zip(items, dets)):
         boxes, scores = d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy()
+        check_finite({"boxes": boxes, "scores": scores}, f"detect, image_id {iid}", detector_checkpoint(cfg))
         kept = mattnet_detections(boxes, scores, dc.det_nms, dc.det_score, dc.det_lower_step, class_order)
         rows = np.array([[*x.box, x.score, x.class_index] for x in kept], np.float32).reshape(-1, 6)
         out[iid] = {"boxes": boxes.reshape(len(boxes), -1), "scores": scores, "dets": rows}
@@ -211,6 +213,7 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
     source = str(Path(images_dir).resolve()) if images_dir is not None else cfg.dataset_tag
     parts = _parts(cfg, _fingerprint(cfg, ckpt, save_head, source))
     paths = detect_paths(cfg)
+    check_source(paths, source, images_dir)
     model = load_detector(ckpt, dc, device)
     categories = category_names(cfg)
     if len(categories) != dc.num_classes - 1:
@@ -240,13 +243,41 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
                 bar.update(len(group[s:s + dc.batch_images]))
         _write_part(parts.part_path(chunk), {iid: results[iid] for iid in chunk})
     bar.close()
-    if merge and _merge(parts, sorted(files), paths, categories, dets_image_order(cfg, list(files), images_dir)):
+    if merge and _merge(parts, sorted(files), paths, categories, dets_image_order(cfg, list(files), images_dir),
+                        source):
         return {k: str(v) for k, v in paths.items() if k != "head_feats_dir" or save_head != "none"}
     return {"parts": str(parts.folder)}
 
 
-def _merge(parts: PartFiles, order: list[int], paths: dict[str, Path], categories, dets_order: list[int]) -> bool:
-    return parts.merge(order, lambda ps, tmp: write_merged(ps, tmp, paths, order, categories, dets_order))
+def _merge(parts: PartFiles, order: list[int], paths: dict[str, Path], categories, dets_order: list[int],
+           source: str = "") -> bool:
+    done = parts.merge(order, lambda ps, tmp: write_merged(ps, tmp, paths, order, categories, dets_order))
+    if done and source:
+        atomic_write_json(_source_path(paths), {"source": source})
+    return done
+
+
+def _source_path(paths: dict[str, Path]) -> Path:
+    """``detect/source.json``: whose images the outputs beside it are (the dataset tag or a folder)."""
+    return paths["rpn_boxes"].with_name("source.json")
+
+
+def check_source(paths: dict[str, Path], source: str, images_dir: Optional[Path]) -> None:
+    """Refuse to replace the detect outputs of other images (``detect --images D`` over the
+    dataset's, or the reverse): nothing earlier is lost silently."""
+    if not paths["rpn_boxes"].is_file():
+        return
+    marker = _source_path(paths)
+    try:
+        earlier = json.loads(marker.read_text()).get("source") if marker.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        earlier = "<unreadable source.json>"
+    if earlier == source or (earlier is None and images_dir is None):
+        return
+    what = f"the images of {earlier}" if earlier else "the dataset's images (or of another run)"
+    raise InputError(paths["rpn_boxes"], f"holds the detections of {what}; detecting "
+                     f"{'--images ' + str(images_dir) if images_dir is not None else 'the dataset'} here would replace "
+                     "them. Use another workdir (--set workdir=...), or move the detect folder away first")
 
 
 def merge_detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "none") -> dict[str, str]:
@@ -258,7 +289,10 @@ def merge_detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str 
     paths = detect_paths(cfg)
     if not parts.exists() and not parts.final.is_file():
         raise InputError(parts.folder, "no detect parts: run `sepnms detect` first")
-    if not _merge(parts, sorted(files), paths, category_names(cfg), dets_image_order(cfg, list(files), images_dir)):
+    if parts.exists():
+        check_source(paths, source, images_dir)
+    if not _merge(parts, sorted(files), paths, category_names(cfg), dets_image_order(cfg, list(files), images_dir),
+                  source):
         raise InputError(parts.folder, describe_missing(parts, parts.missing(files)))
     return {k: str(v) for k, v in paths.items() if k != "head_feats_dir" or save_head != "none"}
 

@@ -22,6 +22,7 @@ from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.engine.distributed import resolve_device
 from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
 from sepnms.errors import ConfigError, InputError
+from sepnms.io.finite import check_finite
 from sepnms.io.parts import PartFiles, chunked, describe_missing, h5_attr_keys, shard_keys
 from sepnms.text.sentence_encoder import build_tiny_encoder, encode_sentences, load_encoder, save_vectors
 
@@ -145,6 +146,8 @@ def encode_text(cfg: Config, overwrite: bool = False, progress: bool = True, sha
         exprs = [e for iid in chunk for e in by_image[iid]]
         vecs = encode_sentences(tok, model, [e["sent"] for e in exprs], cfg.text.max_length, cfg.text.pooling,
                                 cfg.text.batch_size, cfg.device)
+        check_finite({"sentence vectors": vecs}, f"encode-text, image_ids {chunk[0]}..{chunk[-1]}",
+                     cfg.paths.text_encoder)
         save_vectors(parts.part_path(chunk), [e["sent_id"] for e in exprs], vecs,
                      {**attrs, "images": ",".join(map(str, chunk))})
         bar.update(len(chunk))

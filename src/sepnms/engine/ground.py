@@ -33,9 +33,9 @@ from tqdm import tqdm
 
 from sepnms import __version__
 from sepnms.config import Config
-from sepnms.engine.checkpoint import save_checkpoint
+from sepnms.engine.checkpoint import load_weights, save_checkpoint
 from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
-from sepnms.engine.train_guard import run_lock
+from sepnms.engine.train_guard import FreshRun, run_lock
 from sepnms.engine.ground_data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
                                        object_table, pad_labels)
 from sepnms.errors import InputError
@@ -46,7 +46,9 @@ from sepnms.grounding.loss import attribute_loss, ranking_loss
 from sepnms.grounding.mattnet import MAttNet, ObjectTable, build_mattnet
 from sepnms.grounding.vocab import GroundingVocab, max_length_for
 from sepnms.io.atomic import atomic_write_json
-from sepnms.io.checkpoints import torch_load_weights
+from sepnms.io.checkpoints import check_finite_state, torch_load_weights
+from sepnms.io.schemas import (check_dets_cover, check_dets_names, grounding_checkpoint_schema, load_metrics,
+                               merge_rows, validate)
 from sepnms.workdir import model_dir, safe_name
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ def load_grounding_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
     ckpt = torch_load_weights(path, "MAttNet checkpoint (run `sepnms ground train` first)")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         raise InputError(path, "not a sepnms MAttNet checkpoint")
+    validate(grounding_checkpoint_schema(), ckpt, path, "MAttNet checkpoint")
     g = ckpt["grounding_config"]
     diff = [k for k in _ARCH_KEYS if g.get(k) != getattr(cfg.grounding, k)]
     if (ckpt["pool5_dim"], ckpt["fc7_dim"]) != (cfg.model.feat_channels, cfg.model.head_out_channels):
@@ -119,7 +122,7 @@ def load_trained(cfg: Config, which: str = "best") -> tuple[MAttNet, GroundingVo
     ckpt = load_grounding_checkpoint(path, cfg)
     vocab = GroundingVocab.from_json({"words": ckpt["vocab"]}, path)
     net = build_mattnet(cfg.grounding, cfg.model, len(vocab))
-    net.load_state_dict(ckpt["model"])
+    load_weights(net, ckpt, path)
     return net.eval(), vocab
 
 
@@ -313,6 +316,8 @@ def file_sets(path: Path, data: GroundingData, split: str) -> dict[int, Candidat
             per_image.setdefault(int(d["image_id"]), []).append(d)
     if per_sent and per_image:
         raise InputError(path, "some entries carry a sent_id and others do not (mixed per-sentence / per-image file)")
+    check_dets_cover(path, per_sent, per_image, {s for ref in data.refs.values() for s in ref["sent_ids"]},
+                     {int(ref["image_id"]) for ref in data.refs.values()})
 
     inclusive = detect_convention(dets) == MATTNET  # MAttNet's own file: x2 = x + w - 1, so w = x2 - x1 + 1
 
@@ -378,9 +383,7 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
         state = ckpt["state"]
         torch.set_rng_state(ckpt["rng"])
         log.info("resumed %s at iteration %d", last, state["iter"])
-    elif not resume and rank == 0:
-        for stale in (last, out / "best.pt"):
-            stale.unlink(missing_ok=True)
+    fresh = FreshRun(out, fresh=not resume and rank == 0)  # old best.pt / last.pt stay until this run saves
     barrier()
 
     step: torch.nn.Module = _Flat(net)
@@ -405,8 +408,11 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
 
     def save(path: Path) -> None:
         if rank == 0:
+            check_finite_state(net.state_dict(), out, f"ground train diverged at iteration {state['iter']} "
+                                                      f"(grounding.lr={g.lr} too high?)")
             save_checkpoint(path, {**meta, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                    "state": state, "rng": torch.get_rng_state()})
+            fresh.saved(path)
 
     def validate() -> None:
         chosen = predict(net, vocab, feats, data, val_sets, cfg)
@@ -518,6 +524,11 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
     for f in dets or []:
         p = Path(f)
         dets_files[safe_name(p.stem, "detection file name")] = p
+    check_dets_names([Path(f) for f in dets or []], set(default_methods(cfg)) | set(methods or []) | {"gt", "mattnet_dets"})
+    for p in dets_files.values():  # every file's schema before any work
+        from sepnms.io.mattnet_dets import read_dets
+
+        read_dets(p)
     names = list(methods or default_methods(cfg)) + [n for n in dets_files if n not in (methods or [])]
     splits = list(splits or cfg.evaluate.splits)
     net, vocab = load_trained(cfg, checkpoint)
@@ -536,20 +547,21 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
             results.setdefault(name, {})[split] = m
             atomic_write_json(pred_dir / f"{name}_{split}.json",
                               [{"sent_id": int(s), "box": sets[s].xywh(k)} for s, k in sorted(chosen.items()) if k is not None])
-    atomic_write_json(ground_dir(cfg) / "metrics.json", results, indent=2)
-    atomic_write_json(ground_dir(cfg) / "hits.json", hits)
-    merge_into_metrics(Path(cfg.workdir) / "eval" / "metrics.json", results)
+    earlier = load_metrics(ground_dir(cfg) / "metrics.json", "ground eval metrics", missing_ok=True)
+    earlier_hits = load_metrics(ground_dir(cfg) / "hits.json", "ground eval hits", missing_ok=True)
+    eval_metrics = load_metrics(Path(cfg.workdir) / "eval" / "metrics.json", "sepnms metrics", missing_ok=True)
+    atomic_write_json(ground_dir(cfg) / "metrics.json", merge_rows(earlier, results), indent=2)
+    atomic_write_json(ground_dir(cfg) / "hits.json", merge_rows(earlier_hits, hits))
+    merge_into_metrics(Path(cfg.workdir) / "eval" / "metrics.json", results, eval_metrics)
     return results
 
 
-def merge_into_metrics(path: Path, results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """Add the downstream fields to each (method, split) entry of a metrics.json (created if absent)."""
-    metrics: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            metrics = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON ({exc})") from None
+def merge_into_metrics(path: Path, results: dict[str, dict[str, dict[str, Any]]],
+                       metrics: Optional[dict[str, Any]] = None) -> None:
+    """Add the downstream fields to each (method, split) entry of a metrics.json (created if absent;
+    ``metrics``: its content, already read and checked)."""
+    if metrics is None:
+        metrics = load_metrics(path, "sepnms metrics", missing_ok=True)
     for name, per_split in results.items():
         for split, m in per_split.items():
             entry = metrics.setdefault(name, {}).setdefault(split, {})

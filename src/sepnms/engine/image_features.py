@@ -8,6 +8,7 @@ detector of ``paths.detector_checkpoint``, keeping a bounded LRU of recent maps
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Union
 
@@ -18,6 +19,7 @@ from sepnms.config import Config
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.detector import MaskRCNNC4
 from sepnms.detection.features import autocast, c4_from_bgr, c4_from_rgb  # noqa: F401  (re-exported)
+from sepnms.detection.preprocess import image_scale, resized_size
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.images import read_bgr
 
@@ -41,13 +43,28 @@ def check_channels(cfg: Config) -> None:
                           f"is {cfg.model.feat_channels}")
 
 
+def _detector_resized(test_scale: int, test_max_size: int, height: int, width: int) -> tuple[int, int]:
+    return resized_size(height, width, image_scale(height, width, test_scale, test_max_size))
+
+
+def read_detector_image(cfg: Config, path: Path, expect_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """uint8 [H, W, 3] BGR (as ``cv2.imread`` reads it) of an image the detector will see, through
+    the one image gate (``io.images.read_bgr``): ``images.max_pixels``, the dataset's recorded (width, height) when
+    given, and no side resized to 0 by the detector's resize (``detector.test_scale`` /
+    ``test_max_size``)."""
+    dc = cfg.detector
+    return read_bgr(path, max_pixels=cfg.images.max_pixels, expect_size=expect_size,
+                    resized=functools.partial(_detector_resized, dc.test_scale, dc.test_max_size))
+
+
 class ImageFeatures:
     """image_id -> (head, im_info) computed from the image file; the detector loads on first use
     (in a DataLoader worker it runs on the CPU)."""
 
-    def __init__(self, cfg: Config, images: ImageFiles, device: Optional[str] = None):
+    def __init__(self, cfg: Config, images: ImageFiles, device: Optional[str] = None,
+                 sizes: Optional[Mapping[int, tuple[int, int]]] = None):
         check_channels(cfg)
-        self.cfg, self.images = cfg, images
+        self.cfg, self.images, self.sizes = cfg, images, sizes or {}
         self.checkpoint = detector_checkpoint(cfg)
         self.device = device or cfg.device
         self._model: Optional[MaskRCNNC4] = None
@@ -68,7 +85,8 @@ class ImageFeatures:
 
     def __call__(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         model = self.model()
-        return c4_from_bgr(model, read_bgr(self.path(image_id)), self._device, self.cfg.detector.amp)
+        bgr = read_detector_image(self.cfg, self.path(image_id), self.sizes.get(int(image_id)))
+        return c4_from_bgr(model, bgr, self._device, self.cfg.detector.amp)
 
 
 def check_image_inputs(cfg: Config, refdb) -> None:
@@ -86,19 +104,20 @@ def check_image_inputs(cfg: Config, refdb) -> None:
         raise InputError(files[missing[0]], f"image files missing for {len(missing)} of {len(files)} images "
                                             f"(first: image_id {missing[0]})")
     if files:
-        read_bgr(files[min(files)])
+        first = min(files)
+        read_detector_image(cfg, files[first], refdb.image_size(first) if hasattr(refdb, "image_size") else None)
 
 
 def features_check(cfg: Config, n_images: int = 4) -> dict:
     """Cheap check that ``features.source: images`` reproduces the HDF5 head features: the C4 maps
     of the first ``n_images`` images computed from their files vs ``paths.head_feats_dir``."""
     from sepnms.data.refdb import load_refdb
-    from sepnms.engine.inputs import HeadCache, refdb_image_files
+    from sepnms.engine.inputs import HeadCache, refdb_image_files, refdb_image_sizes
 
     refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
     ids = sorted(refdb.images)[:n_images]
     h5 = HeadCache(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size=1)
-    images = ImageFeatures(cfg, refdb_image_files(cfg, refdb))
+    images = ImageFeatures(cfg, refdb_image_files(cfg, refdb), sizes=refdb_image_sizes(refdb))
     worst, scale_diff = 0.0, 0.0
     for iid in ids:
         (a, sa), (b, info) = h5.get(iid), images(iid)

@@ -83,11 +83,12 @@ class HeadCache:
             return cls(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size)
         from sepnms.engine.image_features import ImageFeatures
 
+        sizes = None
         if isinstance(images, RefDB):
-            images = refdb_image_files(cfg, images)
+            images, sizes = refdb_image_files(cfg, images), refdb_image_sizes(images)
         if images is None:
             raise ValueError("features.source=images needs the image files")
-        return cls(None, cfg.model.feat_channels, size, compute=ImageFeatures(cfg, images))
+        return cls(None, cfg.model.feat_channels, size, compute=ImageFeatures(cfg, images, sizes=sizes))
 
     def get(self, image_id: int) -> tuple[torch.Tensor, float]:
         """``(head [1, C, Hf, Wf], scale)``."""
@@ -123,6 +124,11 @@ def refdb_image_files(cfg: Config, refdb: RefDB) -> dict[int, Path]:
 
     folder = cfg.images_dir()
     return {iid: folder / (img.get("file_name") or coco_file_name(iid)) for iid, img in refdb.images.items()}
+
+
+def refdb_image_sizes(refdb: RefDB) -> dict[int, tuple[int, int]]:
+    """{image_id: (width, height)} as the dataset records them (checked against each image file)."""
+    return {iid: refdb.image_size(iid) for iid in refdb.images}
 
 
 def pad_words(id_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

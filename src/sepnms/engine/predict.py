@@ -192,11 +192,11 @@ class Predictor:
             return self.ws.candidates.get(iid), head, scale, w, h
         from sepnms.data.candidates import initial_filter
         from sepnms.detection.preprocess import preprocess
-        from sepnms.io.images import read_bgr
+        from sepnms.engine.image_features import read_detector_image
 
         path = Path(str(image).strip())
         model, dc, p = self._detector(), self.cfg.detector, self.cfg.prepare  # first: says what is missing
-        bgr = read_bgr(path)
+        bgr = read_detector_image(self.cfg, path)
         h, w = bgr.shape[:2]
         blob, info = preprocess(bgr, dc.pixel_means, dc.test_scale, dc.test_max_size, device=self.cfg.device)
         dets, c4 = model.detect(blob, info[None], [(h, w)])
@@ -220,10 +220,12 @@ class Predictor:
     def image(self, image: int | str | Path) -> np.ndarray:
         """[H, W, 3] uint8 RGB pixels of a dataset image or an image file."""
         from sepnms.engine.show import load_image
-        from sepnms.io.images import read_rgb
+        from sepnms.io.images import read_image
 
         iid = self.image_id(image)
-        return load_image(self.cfg, self.ws.refdb, iid) if iid is not None else read_rgb(str(image).strip())
+        if iid is not None:
+            return load_image(self.cfg, self.ws.refdb, iid)
+        return read_image(str(image).strip(), max_pixels=self.cfg.images.max_pixels)
 
     @torch.no_grad()
     def score(self, image: int | str | Path, expression: str):

@@ -25,6 +25,7 @@ from sepnms.engine.inputs import HeadCache, Workspace, pad_words
 from sepnms.clip.labeller import clip_autocast
 from sepnms.engine.checkpoint import load_checkpoint, load_weights
 from sepnms.errors import InputError
+from sepnms.io.finite import check_finite
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.proposals import FORMAT as PROPOSALS_FORMAT
 from sepnms.io.proposals import VERSION as PROPOSALS_VERSION
@@ -154,13 +155,10 @@ def add_clip_scores(cfg: Config, dagger, ws: Workspace, image_id: int, cand: Can
     from PIL import Image
 
     from sepnms.clip.proposals import clip_scores_for_image
+    from sepnms.io.images import read_image
 
-    path = image_path(cfg, ws, image_id)
-    try:
-        with Image.open(path) as img:
-            image = img.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the image of image_id {image_id}: {exc}") from None
+    image = Image.fromarray(read_image(image_path(cfg, ws, image_id), max_pixels=cfg.images.max_pixels,
+                                       expect_size=ws.refdb.image_size(image_id)))
     with clip_autocast(cfg):
         cos, score = clip_scores_for_image(dagger, image, cand.box, [e["sent"] for e in exprs], cfg.clip.score_scale,
                                            cfg.clip.image_size, cfg.clip.bgr_parity)
@@ -303,6 +301,7 @@ def propose(cfg: Config, model_type: Optional[str] = None, splits: Optional[list
     ws = Workspace.open(cfg, need_text=(model_type == "sepnms"))
     ws.refdb.check_splits(splits or cfg.evaluate.splits, Path(cfg.workdir) / "prepare" / "refdb.json")
     model = load_trained(cfg, ws, model_type)
+    weights = model_dir(cfg, run_name(cfg, model_type)) / "best.pt"  # named when its outputs are not finite
     heads = HeadCache.for_config(cfg, ws.refdb, size=2)
     fn = per_expression_scores if reference else score_image
     dagger = None
@@ -327,6 +326,8 @@ def propose(cfg: Config, model_type: Optional[str] = None, splits: Optional[list
                 out = fn(model, head, scale, cand, by_image[iid], ws, float(w), float(h), cfg.device)
                 if dagger is not None:
                     add_clip_scores(cfg, dagger, ws, iid, cand, by_image[iid], out)
+                for sc in out:
+                    check_finite(sc.scores, f"propose {name}, image_id {iid}, sent_id {sc.sent_id}", weights)
                 scored.extend(out)
                 bar.update(1)
             write_proposals(parts.part_path(chunk),

@@ -127,15 +127,12 @@ def image_file(cfg: Config, refdb: RefDB, image_id: int) -> Path:
 
 
 def load_image(cfg: Config, refdb: RefDB, image_id: int) -> np.ndarray:
-    """[H, W, 3] uint8 RGB pixels of a dataset image."""
-    from PIL import Image
+    """[H, W, 3] uint8 RGB pixels of a dataset image (through the image gate, ``io.images.read_image``:
+    ``images.max_pixels`` and the size the dataset records)."""
+    from sepnms.io.images import read_image
 
-    path = image_file(cfg, refdb, image_id)
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the image of image_id {image_id}: {exc}") from None
+    return read_image(image_file(cfg, refdb, image_id), max_pixels=cfg.images.max_pixels,
+                      expect_size=refdb.image_size(image_id))
 
 
 def resolve_methods(cfg: Config, methods: Optional[list[str]], splits: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -56,6 +57,46 @@ def file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def check_output_target(path: str | Path) -> None:
+    """Refuse to write ``path`` unless it is absent or a regular file, under folders (or absent
+    folders): a rename onto a device node, a FIFO or a folder would replace something that is not
+    ours (as root, ``/dev/full``).  StorageError naming the path otherwise."""
+    from sepnms.errors import StorageError
+
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        st = None  # a component is a file: found below
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise StorageError(path, "is a folder, not a file; name a file to write")
+        if not stat.S_ISREG(st.st_mode):
+            raise StorageError(path, "exists and is not a regular file (a device, FIFO or socket); refusing to "
+                                     "replace it, name a new file")
+        return
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise StorageError(path, f"{parent} is a file, not a folder; cannot write under it")
+            return
+
+
+def check_output_folder(folder: str | Path, what: str = "output folder") -> None:
+    """Refuse an output folder that is a file, or lies under a file (StorageError naming it)."""
+    from sepnms.errors import StorageError
+
+    folder = Path(folder)
+    for p in [folder, *folder.parents]:
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "is a file" if p == folder else f"lies under {p}, a file"
+                raise StorageError(folder, f"{what} {where}, not a folder; name a folder")
+            return
 
 
 #: the pending renames of the innermost :func:`transaction` (None outside one)
@@ -104,13 +145,17 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     :func:`transaction` the rename waits for the end of the transaction.
     """
     path = Path(path)
+    check_output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{_HOST}-{os.getpid()}.",
-        suffix=(suffix if suffix is not None else path.suffix) + ".tmp",
-        dir=path.parent,
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{_HOST}-{os.getpid()}.",
+            suffix=(suffix if suffix is not None else path.suffix) + ".tmp",
+            dir=path.parent,
+        )
+    except OSError as exc:  # a folder that takes no new file (/proc), read-only, full: name the output
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:

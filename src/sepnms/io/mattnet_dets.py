@@ -87,20 +87,13 @@ def read_dets(path: str | Path, inclusive: Optional[bool] = None) -> list[dict]:
         InputError naming the file: missing, not JSON, not a list, an entry without a valid box,
         a mixed convention.
     """
+    from sepnms.io.schemas import check_dets, load_json
+
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "detection file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not a readable JSON file: {exc}") from None
-    if not isinstance(data, list):
-        raise InputError(path, "expected a JSON list of detections")
-    for i, d in enumerate(data):
-        if not isinstance(d, dict):
-            raise InputError(path, f"entry {i} is not an object")
-        if _finite4(d.get("box")) is None:
-            raise InputError(path, f"entry {i} has no valid 'box' (4 finite numbers [x, y, w, h]): {d.get('box')!r}")
+    data = load_json(path, "a MAttNet-style detection file, a JSON list", expect=list)
+    check_dets(data, path)  # every field's type, boxes, duplicates: the path of the bad field in the message
     if inclusive is None and data:
         convention = detect_convention(data)
         if convention is None:

@@ -175,3 +175,124 @@ def load_json(path: str | Path, what: str = "", expect: type = dict) -> Any:
         raise InputError(path, f"the top level is a JSON {type(data).__name__}, expected {kind}"
                                f"{f' ({what})' if what else ''}")
     return data
+
+
+# -- MAttNet-style detection files (evaluate --dets, ground eval --dets) ---------------------
+
+
+class DetEntry(_Strict):
+    """One entry of a MAttNet-style detection file (``sepnms.io.mattnet_dets``): ours and Ref-NMS's
+    exporter's (per expression, ``sent_id``) or MAttNet's own (per image, ``score``).  Optional
+    fields may be absent, never null or of another type."""
+
+    box: Box4
+    image_id: int = None  # type: ignore[assignment]  (absent is allowed; a null is not)
+    sent_id: int = None  # type: ignore[assignment]
+    ref_id: int = None  # type: ignore[assignment]
+    det_id: int = None  # type: ignore[assignment]
+    h5_id: int = None  # type: ignore[assignment]
+    category_id: int = None  # type: ignore[assignment]
+    category_name: str = None  # type: ignore[assignment]
+    split: str = None  # type: ignore[assignment]
+    score: Finite = None  # type: ignore[assignment]
+    fin_score: Finite = None  # type: ignore[assignment]
+
+
+DETS = TypeAdapter(list[DetEntry])
+
+
+def check_dets(data: Any, path: Path | str) -> None:
+    """InputError naming ``path`` and the bad entry unless ``data`` is a valid detection list: the
+    schema (:class:`DetEntry`), boxes with a width and height >= 0, no entry twice."""
+    for i, d in enumerate(data if isinstance(data, list) else []):
+        if not isinstance(d, dict):
+            raise InputError(path, f"detection file: [{i}] is not an object (got {_show(d)})")
+    validate(DETS, data, path, "detection file")
+    seen: dict[tuple, int] = {}
+    for i, d in enumerate(data):
+        box = d["box"]
+        if box[2] < 0 or box[3] < 0:
+            raise InputError(path, f"detection file: [{i}].box {box} has a negative {'width' if box[2] < 0 else 'height'} "
+                                   "(boxes are [x, y, w, h] with w, h >= 0)")
+        if d.get("sent_id") is None and d.get("image_id") is None:
+            continue
+        key = (d.get("sent_id"), d.get("image_id"), d.get("category_id"), d.get("det_id"), tuple(box))
+        if key in seen:
+            raise InputError(path, f"detection file: [{i}] repeats [{seen[key]}] (same sent_id, image_id, category, "
+                                   "det_id and box): a duplicated entry would count twice")
+        seen[key] = i
+
+
+def check_dets_cover(path: Path, per_sent: dict[int, Any], per_image: dict[int, Any], sent_ids: set[int],
+                     image_ids: set[int]) -> None:
+    """InputError when a detection file names sentences (or images) that are not the dataset's: a
+    file of another dataset would otherwise score 0 without a word."""
+    keys, known, what = (per_sent, sent_ids, "sent_id") if per_sent else (per_image, image_ids, "image_id")
+    unknown = sorted(k for k in keys if k not in known)
+    if unknown:
+        raise InputError(path, f"{len(unknown)} of {len(keys)} {what}s are not in this dataset (e.g. {unknown[0]}): "
+                               "a detection file of another dataset or split-by?")
+
+
+def check_dets_names(paths: list[Path], taken: set[str]) -> None:
+    """Each ``--dets`` file becomes a method named after its file stem: refuse two files of one
+    name, or a name that is already a method (a fused table, ``gt``, ``mattnet_dets``), whose
+    results the file's would silently replace."""
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen:
+            raise InputError(p, f"two --dets files have the method name {p.stem!r} (also {seen[p.stem]}): rename one")
+        if p.stem in taken:
+            raise InputError(p, f"the method name {p.stem!r} of this --dets file is also a method of this evaluation "
+                                "(a fused table, gt or mattnet_dets) whose results it would replace: rename the file")
+        seen[p.stem] = p
+
+
+# -- our metrics.json / hits.json (method -> split -> entry) ---------------------------------
+
+METRICS_ROWS = TypeAdapter(dict[str, dict[str, dict[str, Any]]])
+
+
+def load_metrics(path: Path, what: str, missing_ok: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{method: {split: {...}}}`` of one of our metrics files (``eval/metrics.json``,
+    ``ground/metrics.json``, ``ground/hits.json``), checked; ``{}`` when absent and ``missing_ok``."""
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return {}
+    data = load_json(path, what)
+    validate(METRICS_ROWS, data, path, f"{what}, expected {{method: {{split: {{...}}}}}}")
+    return data
+
+
+def merge_rows(earlier: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``earlier`` with the (method, split) entries of ``new`` put in: a run over some methods or
+    splits keeps the rows of the others."""
+    out = {m: dict(per) for m, per in earlier.items()}
+    for method, per_split in new.items():
+        out.setdefault(method, {}).update(per_split)
+    return out
+
+
+# -- our second-stage (MAttNet) checkpoints ---------------------------------------------------
+
+
+def grounding_checkpoint_schema() -> type[BaseModel]:
+    """The fields ``sepnms ground`` reads from its checkpoints (built on first use: it needs torch)."""
+    global _GROUNDING_CKPT
+    if _GROUNDING_CKPT is None:
+        import torch
+
+        class GroundingCheckpoint(BaseModel):
+            model_config = ConfigDict(strict=True, extra="allow", arbitrary_types_allowed=True)
+            format: str
+            grounding_config: dict[str, Any]
+            pool5_dim: int
+            fc7_dim: int
+            vocab: list[str]
+            model: dict[str, torch.Tensor]
+
+        _GROUNDING_CKPT = GroundingCheckpoint
+    return _GROUNDING_CKPT
+
+
+_GROUNDING_CKPT: Optional[type[BaseModel]] = None
