@@ -190,20 +190,23 @@ class ShowConfig(_Section):
     """Longer side of each panel, in pixels."""
     dpi: int = Field(100, ge=10)
     max_labels: int = Field(12, ge=0)
+    demo_n: int = Field(4, ge=0)
+    """``sepnms demo`` writes this many figures per evaluated split (``disagree`` selection: the
+    first expressions on which the methods' outcomes differ); the gallery links to them."""
 
 
 class GalleryConfig(_Section):
     """``sepnms gallery``: one static HTML page over an evaluation (``<workdir>/gallery/index.html``)."""
 
     methods: Optional[list[str]] = None
-    """Default: ``show.methods``."""
+    """Default: every method ``evaluate`` scored (``M@X`` rows of metrics.json included)."""
     splits: Optional[list[str]] = None
     """Default: ``evaluate.splits``."""
-    max_thumbnails: Optional[int] = Field(None, ge=0)
-    """Draw at most this many card images (None: one per expression); every expression still
-    gets a card with its outcomes."""
-    thumb_px: int = Field(160, ge=32)
-    """Longer side of each panel of a thumbnail, in pixels."""
+    visible: Optional[list[str]] = None
+    """Methods whose boxes are shown when the page opens (the others have their toggle off).
+    Default: ``show.methods``."""
+    card_px: int = Field(360, ge=120)
+    """Width of a card on a wide screen, in CSS pixels (the image scales with it)."""
     page_size: int = Field(60, ge=1)
     """Cards per page of the page's pager."""
 

@@ -1,0 +1,93 @@
+"""The one palette of every output: sweep curves, ``show`` figures, the gallery and the report.
+
+Method colours are five colours of the Okabe-Ito, Paul Tol "bright" and "muted" sets, chosen so
+that every pair stays distinct (CIELAB distance >= 30) for normal vision and under simulated
+deuteranopia, protanopia and tritanopia (Machado et al. 2009, severity 1), and that each is at
+least 25 CIELAB units from every named colour the embedded world paints its objects with
+(``sepnms.world.generate.PALETTE``) and from the world's grey backgrounds.  Colour alone cannot
+keep a box apart from *every* object under colour-vision deficiency (the six world hues cover
+the simulated gamuts), so every drawn box also has a halo (a wider contrasting band under it):
+
+- ground-truth referent: black long dashes over a white halo;
+- context objects: white dots over a black halo;
+- a method's kept proposals: its colour, solid, over a black halo; the top-1 thicker; the
+  second stage's pick (MAttNet's answer among them) with a white halo and a star.
+
+Methods without a fixed colour (ablation rows, ``name=model:rule`` methods) take one of
+``EXTRA_COLOURS`` by a stable hash and are drawn dashed; ``M@X`` (method M at another operating
+point, e.g. ``sepnms@mattnet_dets``) takes M's colour, dotted.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Optional
+
+#: fixed colours of the demo's methods (hex sRGB)
+METHOD_COLOURS: dict[str, str] = {
+    "det": "#DDCC77",                       # Tol muted sand
+    "refnms": "#0072B2",                    # Okabe-Ito blue
+    "sepnms": "#D55E00",                    # Okabe-Ito vermillion
+    "sepnms_clipctx": "#66CCEE",            # Tol bright cyan
+    "sepnms_clipctx_clipfuse": "#882255",   # Tol muted wine
+}
+#: colours of the other methods (by a stable hash of the name; drawn dashed)
+EXTRA_COLOURS: tuple[str, ...] = ("#009E73", "#AA4499", "#999933", "#EE3377", "#332288", "#44AA99")
+
+GT_COLOUR = "#000000"
+GT_HALO = "#FFFFFF"
+CTX_COLOUR = "#FFFFFF"
+CTX_HALO = "#000000"
+BOX_HALO = "#000000"
+PICK_HALO = "#FFFFFF"
+
+#: dash patterns in units of the line width (matplotlib ``(offset, (on, off, ...))``, SVG
+#: ``stroke-dasharray`` after multiplying by the width)
+GT_DASH: tuple[float, ...] = (4.0, 2.5)
+CTX_DASH: tuple[float, ...] = (1.0, 1.5)
+EXTRA_DASH: tuple[float, ...] = (5.0, 2.0)
+VARIANT_DASH: tuple[float, ...] = (1.5, 1.5)
+
+
+@dataclass(frozen=True)
+class MethodStyle:
+    """How a method's boxes are drawn: ``colour`` hex; ``dash`` None (solid) or on/off lengths
+    in line widths."""
+
+    colour: str
+    dash: Optional[tuple[float, ...]]
+
+
+def base_method(name: str) -> str:
+    """``sepnms@mattnet_dets`` -> ``sepnms``: the method whose fused table an ``M@X`` row reads."""
+    return name.split("@", 1)[0]
+
+
+def method_style(name: str) -> MethodStyle:
+    """The style of a method, the same in every output."""
+    base = base_method(name)
+    if base in METHOD_COLOURS:
+        return MethodStyle(METHOD_COLOURS[base], VARIANT_DASH if base != name else None)
+    colour = EXTRA_COLOURS[zlib.crc32(base.encode()) % len(EXTRA_COLOURS)]
+    return MethodStyle(colour, VARIANT_DASH if base != name else EXTRA_DASH)
+
+
+def method_colour(name: str) -> str:
+    """The colour of a method (see :func:`method_style`)."""
+    return method_style(name).colour
+
+
+def mpl_dash(dash: Optional[tuple[float, ...]]):
+    """A matplotlib ``linestyle`` for a dash pattern (None: solid)."""
+    return "-" if dash is None else (0, dash)
+
+
+def svg_dash(dash: Optional[tuple[float, ...]], width: float) -> str:
+    """An SVG ``stroke-dasharray`` value for a dash pattern at ``width`` (``""``: solid)."""
+    return "" if dash is None else " ".join(f"{d * width:g}" for d in dash)
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    """``#rrggbb`` -> (r, g, b) in 0..255."""
+    c = colour.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
