@@ -148,7 +148,23 @@ def draw_expression(
     panels: list[Panel], out: str | Path, panel_px: int = 384, title_px: int = 48, dpi: int = 100,
     fontsize: float = 7.0, max_labels: int = 12, heading: str = "", legend_px: int = LEGEND_PX,
 ) -> Path:
-    """Write the figure of one expression (see the module doc for the layout).
+    """Write the figure of one expression as PNG (:func:`expression_figure`'s arguments);
+    returns ``out``."""
+    fig = expression_figure(image, title, gt_box, ctx_boxes, panels, panel_px, title_px, dpi, fontsize, max_labels,
+                            heading, legend_px)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def expression_figure(
+    image: np.ndarray, title: str, gt_box: Optional[Sequence[float]], ctx_boxes: np.ndarray,
+    panels: list[Panel], panel_px: int = 384, title_px: int = 48, dpi: int = 100,
+    fontsize: float = 7.0, max_labels: int = 12, heading: str = "", legend_px: int = LEGEND_PX,
+) -> Figure:
+    """The figure of one expression (see the module doc for the layout), on an Agg canvas.
 
     Args:
         image: [H, W, 3] uint8 RGB.
@@ -160,7 +176,7 @@ def draw_expression(
         heading: put before the expression in the title (e.g. ``val - sent_id 12``).
         legend_px: height of the legend band (0: no legend).
 
-    Returns ``out`` (PNG).
+    Returns the matplotlib Figure.
     """
     import matplotlib.patheffects as pe
 
@@ -227,8 +243,4 @@ def draw_expression(
         note = not_probability_note(panels)
         if note:
             fig.text(2 / fw, 2 / fh, note, ha="left", va="bottom", fontsize=fontsize, style="italic", color="#444444")
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return path
+    return fig

@@ -37,8 +37,8 @@ EXTRA_COLOURS: tuple[str, ...] = ("#009E73", "#AA4499", "#999933", "#EE3377", "#
 GT_COLOUR = "#000000"
 GT_HALO = "#FFFFFF"
 CTX_COLOUR = "#FFFFFF"
-CTX_HALO = "#000000"
-BOX_HALO = "#000000"
+CTX_HALO = "#1A1A1A"  # not pure black: only the GT outline has exactly GT_COLOUR
+BOX_HALO = "#1A1A1A"
 PICK_HALO = "#FFFFFF"
 
 #: dash patterns in units of the line width (matplotlib ``(offset, (on, off, ...))``, SVG
