@@ -32,7 +32,7 @@ METHOD_COLOURS: dict[str, str] = {
     "sepnms_clipctx_clipfuse": "#882255",   # Tol muted wine
 }
 #: colours of the other methods (by a stable hash of the name; drawn dashed)
-EXTRA_COLOURS: tuple[str, ...] = ("#009E73", "#AA4499", "#999933", "#EE3377", "#332288", "#44AA99")
+EXTRA_COLOURS: tuple[str, ...] = ("#009E73", "#AA4499", "#999933", "#EE3377", "#56B4E9", "#44AA99")
 
 GT_COLOUR = "#000000"
 GT_HALO = "#FFFFFF"
