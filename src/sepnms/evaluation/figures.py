@@ -120,7 +120,7 @@ def _place_labels(ax, renderer, items, pw: int, ph: int, sx: float, sy: float, f
     the panel until the label overlaps no placed label; it always stays inside the panel."""
     placed: list[tuple[float, float, float, float]] = []
     for text, colour, box in items:
-        t = ax.text(0, 0, text, fontsize=fontsize, color="white", va="top", ha="left",
+        t = ax.text(0, 0, text, fontsize=fontsize, color=palette.text_on(colour), va="top", ha="left",
                     bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.0, "alpha": 0.85})
         ext = t.get_window_extent(renderer)
         pad = renderer.points_to_pixels(1.0)  # the label box's pad on every side
