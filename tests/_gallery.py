@@ -58,8 +58,9 @@ def iou(b, g) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def outcomes_by_hand(cfg, table: str, split: str, conf: float) -> dict[int, tuple[np.ndarray, bool]]:
-    """sent_id -> (kept boxes [K, 4] by descending score, hit) from the fused table ``table``."""
+def outcomes_by_hand(cfg, table: str, split: str, conf: float) -> dict[int, tuple[np.ndarray, bool, np.ndarray]]:
+    """sent_id -> (kept boxes [K, 4] by descending score, hit, their scores [K]) from the fused
+    table ``table``."""
     from sepnms.data.refdb import load_refdb
     from sepnms.engine.evaluate import fused_path
     from sepnms.io.proposals import read_proposals
@@ -69,7 +70,8 @@ def outcomes_by_hand(cfg, table: str, split: str, conf: float) -> dict[int, tupl
     for e in read_proposals(fused_path(cfg, table, split)):
         keep = kept_by_hand(e.scores["score"], conf)
         boxes = np.asarray(e.box[keep], np.float64)
-        out[e.sent_id] = (boxes, any(iou(b, gt[e.sent_id]) > 0.5 for b in boxes))
+        out[e.sent_id] = (boxes, any(iou(b, gt[e.sent_id]) > 0.5 for b in boxes),
+                          np.asarray(e.scores["score"][keep], np.float64))
     return out
 
 
@@ -98,7 +100,7 @@ def with_second_stage(cfg, dst: Path, xss: bool = False):
                                                "downstream_n": 24}
         for method, conf, rank in (("sepnms", metrics["sepnms"][split]["conf"], 0), ("sepnms@mattnet_dets", low, -1)):
             preds, per = [], {}
-            for n, (sid, (boxes, _)) in enumerate(sorted(outcomes_by_hand(cfg2, "sepnms", split, conf).items())):
+            for n, (sid, (boxes, _, _)) in enumerate(sorted(outcomes_by_hand(cfg2, "sepnms", split, conf).items())):
                 b = boxes[rank]
                 preds.append({"sent_id": int(sid), "box": [float(b[0]), float(b[1]), float(b[2] - b[0]),
                                                           float(b[3] - b[1])]})

@@ -170,8 +170,8 @@ def test_box_details_on_hover_and_click_and_method_toggles(tab, site):
     title = card.eval_on_selector(f"svg g.m{j} g.box title", "t => t.textContent")
     k = c["m"][j][0]
     ranking = c["r"][data["methods"][j]["base"]]
-    top = ranking[1]
-    category = data["categories"][c["b"][5 * ranking[0] + 4]]
+    top = ranking[1] / data["scale"]
+    category = data["categories"][data["images"][c["i"]][3][5 * ranking[0] + 4]]
     # boxes are drawn lowest rank first: the last <g.box> is the top-1
     last = card.query_selector_all(f"svg g.m{j} g.box")[-1]
     line = last.eval_on_selector("title", "t => t.textContent")

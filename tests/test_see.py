@@ -363,7 +363,7 @@ def test_gallery_data_matches_metrics_and_references_the_images(evaluated, capsy
     cards = data["cards"]
     assert len(cards) == sum(metrics["det"][s]["n_expressions"] for s in cfg.evaluate.splits) > 0
     images_dir = Path(cfg.images_dir()).resolve()
-    for url, w, h in data["images"]:
+    for url, w, h, _pool in data["images"]:
         f = (page.parent / unquote(url)).resolve()
         assert f.is_file() and f.parent == images_dir
     refdb = json.loads((Path(cfg.workdir) / "prepare" / "refdb.json").read_text())
@@ -376,13 +376,14 @@ def test_gallery_data_matches_metrics_and_references_the_images(evaluated, capsy
             assert sum(c["m"][j][1] for c in mine) == round(m["hit_rate"] * m["n_expressions"]), (method, split)
             by_hand = outcomes_by_hand(cfg, method, split, m["conf"])
             for c in mine:
-                boxes, hit = by_hand[c["s"]]
+                boxes, hit, scores = by_hand[c["s"]]
                 assert c["m"][j][0] == len(boxes) and c["m"][j][1] == int(hit)
-                ranking = c["r"][data["methods"][j]["base"]]
+                ranking, pool = c["r"][data["methods"][j]["base"]], data["images"][c["i"]][3]
                 for k in range(len(boxes)):  # the drawn boxes are the kept boxes, in rank order
-                    got = c["b"][5 * ranking[2 * k]: 5 * ranking[2 * k] + 4]
+                    got = pool[5 * ranking[2 * k]: 5 * ranking[2 * k] + 4]
                     want = [boxes[k][0], boxes[k][1], boxes[k][2] - boxes[k][0], boxes[k][3] - boxes[k][1]]
                     assert np.abs(np.array(got) - np.array(want)).max() <= 1.0
+                    assert abs(ranking[2 * k + 1] / data["scale"] - scores[k]) <= 0.5 / data["scale"]
                 assert c["m"][j][2] == -1 and c["m"][j][3] == -1  # no second stage ran here
     for c in cards:
         assert c["t"] == sents[c["s"]]
@@ -420,7 +421,7 @@ def test_gallery_second_stage_and_equal_budget_rows(evaluated, tmp_path):
     assert checked == 2 * len(data["cards"])
     low = outcomes_by_hand(cfg2, "sepnms", "val", metrics["sepnms@mattnet_dets"]["val"]["conf"])
     own = outcomes_by_hand(cfg2, "sepnms", "val", metrics["sepnms"]["val"]["conf"])
-    assert sum(len(b) for b, _ in low.values()) > sum(len(b) for b, _ in own.values())
+    assert sum(len(v[0]) for v in low.values()) > sum(len(v[0]) for v in own.values())
 
 
 def test_show_before_evaluate_is_a_clear_error(evaluated, tmp_path, capsys):

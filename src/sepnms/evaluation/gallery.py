@@ -84,33 +84,32 @@ def _xywh(box: Sequence[float]) -> list[int]:
     return [int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0))]
 
 
-def card_record(card: Card, methods: Sequence[MethodView], splits: Sequence[str]) -> dict[str, Any]:
+def card_record(card: Card, methods: Sequence[MethodView], splits: Sequence[str],
+                pool: dict[tuple, int], pool_flat: list[int]) -> dict[str, Any]:
     """The page's JSON of one card (integers are image pixels, boxes ``[x, y, w, h]``):
 
     - ``s`` sent_id, ``p`` split index, ``i`` image index, ``t`` expression, ``f`` figure path
       (absent: none), ``g`` GT box or null, ``c`` flat context boxes;
-    - ``b`` flat ``[x, y, w, h, category index]`` of the distinct kept boxes of all methods;
     - ``r`` per fused table read (``bases`` of the page, in order) its ranking: flat
-      ``[box index, score, ...]`` as long as the longest kept list among its methods;
+      ``[box index, score x 1000, ...]`` as long as the longest kept list among its methods; a
+      box index points into the image's box pool (``images[i][3]``, flat ``[x, y, w, h,
+      category index]``, shared by all cards of the image - ``pool`` / ``pool_flat`` here);
     - ``m`` per method ``[K, hit, pick, pick_hit]``: its kept proposals are the first K of its
       table's ranking; hit 1/0; pick the rank (0-based) of the second stage's answer or -1;
       pick_hit 1/0, or -1 where the second stage did not score the method.
     """
-    bases = list(dict.fromkeys(m.base for m in methods))
-    index: dict[tuple, int] = {}
-    flat_boxes: list[int] = []
     rankings = []
-    for base in bases:
+    for base in dict.fromkeys(m.base for m in methods):
         mine = [m for m in methods if m.base == base]
         longest = max(mine, key=lambda m: len(card.outcomes[m.name].boxes))
         o = card.outcomes[longest.name]
-        ranking: list[float] = []
+        ranking: list[int] = []
         for k in range(len(o.boxes)):
             key = (*_xywh(o.boxes[k]), int(o.categories[k]))
-            if key not in index:
-                index[key] = len(index)
-                flat_boxes.extend(key)
-            ranking += [index[key], round(float(o.scores[k]), SCORE_DECIMALS)]
+            if key not in pool:
+                pool[key] = len(pool)
+                pool_flat.extend(key)
+            ranking += [pool[key], int(round(float(o.scores[k]) * 10 ** SCORE_DECIMALS))]
         rankings.append(ranking)
     per_method = []
     for m in methods:
@@ -120,7 +119,7 @@ def card_record(card: Card, methods: Sequence[MethodView], splits: Sequence[str]
     rec: dict[str, Any] = {"s": int(card.sent_id), "p": list(splits).index(card.split), "i": int(card.image),
                            "t": card.text, "g": None if card.gt is None else _xywh(card.gt),
                            "c": [v for b in np.asarray(card.ctx, np.float64).reshape(-1, 4) for v in _xywh(b)],
-                           "b": flat_boxes, "r": rankings, "m": per_method}
+                           "r": rankings, "m": per_method}
     if card.figure:
         rec["f"] = card.figure
     return rec
@@ -130,15 +129,19 @@ def page_data(cards: Sequence[Card], methods: Sequence[MethodView], splits: Sequ
               images: Sequence[tuple[str, int, int]], categories: Sequence[str]) -> dict[str, Any]:
     """The page's JSON document: ``methods`` (name, base index, colour, dash, second_stage,
     visible), ``bases``, ``splits``, ``categories``, ``images`` (``[url relative to the page,
-    width, height]``) and ``cards`` (:func:`card_record`)."""
+    width, height, box pool]``), ``cards`` (:func:`card_record`) and ``scale`` (scores are stored
+    as integers: score x scale)."""
     bases = list(dict.fromkeys(m.base for m in methods))
     ms = []
     for m in methods:
         st = palette.method_style(m.name)
         ms.append({"name": m.name, "base": bases.index(m.base), "colour": st.colour,
                    "dash": list(st.dash) if st.dash else [], "second_stage": m.second_stage, "visible": m.visible})
+    pools: list[tuple[dict[tuple, int], list[int]]] = [({}, []) for _ in images]
+    records = [card_record(c, methods, splits, *pools[c.image]) for c in cards]
     return {"methods": ms, "bases": bases, "splits": list(splits), "categories": list(categories),
-            "images": [list(i) for i in images], "cards": [card_record(c, methods, splits) for c in cards],
+            "images": [[*i, pools[n][1]] for n, i in enumerate(images)], "cards": records,
+            "scale": 10 ** SCORE_DECIMALS,
             "style": {"gt": palette.GT_COLOUR, "gt_halo": palette.GT_HALO, "gt_dash": list(palette.GT_DASH),
                       "ctx": palette.CTX_COLOUR, "ctx_halo": palette.CTX_HALO, "ctx_dash": list(palette.CTX_DASH),
                       "halo": palette.BOX_HALO, "pick_halo": palette.PICK_HALO}}
@@ -245,7 +248,7 @@ _JS = r"""
       'stroke-dasharray': dash(d, width), class: 'fg' + (cls ? ' ' + cls : '')})));
   }
   function draw(c, card){
-    const im = D.images[c.i], W = im[1], H = im[2];
+    const im = D.images[c.i], W = im[1], H = im[2], pool = im[3];
     const pic = document.createElement('div'); pic.className = 'pic';
     pic.style.aspectRatio = W + ' / ' + H;
     const img = document.createElement('img');
@@ -257,8 +260,8 @@ _JS = r"""
       const m = M[j], ranking = c.r[m.base], K = c.m[j][0], pick = c.m[j][2];
       const g = el('g', {class: 'method m' + j});
       for (let k = K - 1; k >= 0; k--) {
-        const bi = ranking[2 * k], s = ranking[2 * k + 1], b = c.b.slice(5 * bi, 5 * bi + 4);
-        const cat = D.categories[c.b[5 * bi + 4]];
+        const bi = ranking[2 * k], s = ranking[2 * k + 1] / D.scale, b = pool.slice(5 * bi, 5 * bi + 4);
+        const cat = D.categories[pool[5 * bi + 4]];
         const line = m.name + ' - ' + cat + ' - score ' + s.toFixed(3) + ' - rank ' + (k + 1) + ' of ' + K
           + (k === pick ? ' - second stage pick' : '');
         const bg = el('g', {class: 'box'});
