@@ -8,7 +8,7 @@ pixel density.  Only the current page's cards are built; the page holds one JSON
 from which the inline script draws them, filters them and pages through them:
 
 - filters: split, per method (first stage hit / miss, second stage right / wrong), text;
-- a toggle per method shows or hides its boxes; hovering a box shows its method, category,
+- a toggle per method shows or hides its boxes (only the shown methods' boxes are built); hovering a box shows its method, category,
   score and rank (SVG ``<title>``), clicking it writes the same line under the card;
 - the pager returns to the first card on a page change, its buttons are disabled at the ends and
   the page number is kept in the URL fragment (``#page=3``), so a view can be shared;
@@ -257,6 +257,7 @@ _JS = r"""
     const svg = el('svg', {viewBox: '0 0 ' + W + ' ' + H, preserveAspectRatio: 'none'});
     const info = document.createElement('div'); info.className = 'info';
     for (let j = M.length - 1; j >= 0; j--) {   // the first method drawn last (on top)
+      if (!shown[j]) continue;                  // toggled off: not built (a toggle redraws the page)
       const m = M[j], ranking = c.r[m.base], K = c.m[j][0], pick = c.m[j][2];
       const g = el('g', {class: 'method m' + j});
       for (let k = K - 1; k >= 0; k--) {
@@ -327,11 +328,8 @@ _JS = r"""
   fMethod.forEach(f => f.onchange = () => { apply(); go(0); });
   $('prev').onclick = () => go(page - 1);
   $('next').onclick = () => go(page + 1);
-  M.forEach((m, j) => {
-    const t = $('t-m' + j);
-    const set = () => document.body.classList.toggle('hide-m' + j, !t.checked);
-    t.onchange = set; set();
-  });
+  const shown = M.map((m, j) => $('t-m' + j).checked);
+  M.forEach((m, j) => { $('t-m' + j).onchange = ev => { shown[j] = ev.target.checked; render(false); }; });
   window.addEventListener('hashchange', () => {
     const h = /^#page=(\d+)$/.exec(location.hash);
     if (h && +h[1] - 1 !== page) go(+h[1] - 1);
@@ -377,9 +375,8 @@ def write_gallery(path: Path, cards: Sequence[Card], methods: Sequence[MethodVie
     names = [m.name for m in methods]
     out = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-           f"<title>{e(title)}</title><style>{_CSS.replace('{width}', str(int(card_px)))}",
-           "".join(f".hide-m{j} .m{j}{{display:none}}" for j in range(len(methods))),
-           "</style></head><body>", f"<h1>{e(title)}</h1>"]
+           f"<title>{e(title)}</title><style>{_CSS.replace('{width}', str(int(card_px)))}</style></head><body>",
+           f"<h1>{e(title)}</h1>"]
     for note in notes or []:
         out.append(f"<p class='note'>{e(note)}</p>")
     out.append("<div class='tablewrap'><table id='metrics'><tr><th>split</th><th>method</th>"
