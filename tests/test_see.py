@@ -437,6 +437,28 @@ def test_show_before_evaluate_is_a_clear_error(evaluated, tmp_path, capsys):
         assert f"{work / 'eval' / 'metrics.json'}: not found: run `sepnms evaluate` first" in err
 
 
+def test_show_and_gallery_refuse_a_broken_second_stage_file(evaluated, tmp_path, capsys):
+    """A predictions file that is not [{sent_id, box}] or a hits.json that is not JSON: one line
+    naming the file, for show and gallery alike."""
+    from sepnms.config import save_config
+
+    cfg, _ = evaluated
+    work = tmp_path / "w"
+    shutil.copytree(cfg.workdir, work, ignore=shutil.ignore_patterns("gallery", "show", "ground"))
+    save_config(cfg.model_copy(update={"workdir": work}), tmp_path / "c.yaml")
+    pred = work / "ground" / "predictions" / "sepnms_val.json"
+    pred.parent.mkdir(parents=True)
+    pred.write_text(json.dumps([{"sent_id": 1, "bbox": [0, 0, 1, 1]}]))
+    for command in ("show", "gallery"):
+        rc, out, err = _cli(capsys, command, "-c", str(tmp_path / "c.yaml"), "--methods", "sepnms", "-q")
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert f"{pred}: not a predictions file" in err
+    pred.unlink()
+    (work / "ground" / "hits.json").write_text("{not json")
+    rc, out, err = _cli(capsys, "gallery", "-c", str(tmp_path / "c.yaml"), "--methods", "sepnms", "-q")
+    assert rc == 2 and f"{work / 'ground' / 'hits.json'}: not valid JSON" in err and len(err.strip().splitlines()) == 1
+
+
 def test_labels_of_a_crowded_panel_do_not_overlap():
     """Twelve proposals piled on one spot: every label placed stays inside the panel and no two
     labels' boxes intersect."""
