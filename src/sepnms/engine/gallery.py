@@ -73,9 +73,16 @@ def gallery(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[l
         visible = set(methods[:3])
     refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
     names = category_names(cfg)
-    cat_ids = sorted(names)
-    cat_index = {c: i for i, c in enumerate(cat_ids)}
-    categories = [names[c] for c in cat_ids]
+    categories: list[str] = []
+    cat_index: dict[int, int] = {}
+
+    def category(c: int) -> int:
+        """The page's index of class index ``c`` (named by the dataset, else by its number)."""
+        if c not in cat_index:
+            cat_index[c] = len(categories)
+            categories.append(names.get(c, str(c)))
+        return cat_index[c]
+
     out = gallery_dir(cfg)
     picks_any = {m for s in splits for m in second_stage(cfg, methods, s)[1]}
     views = [MethodView(m, base_method(m), m in picks_any, m in visible) for m in methods]
@@ -95,13 +102,7 @@ def gallery(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[l
             outcomes = {}
             for m, o in ev.outcomes(e).items():
                 row = ev.table(m)[sid]
-                cls = np.array([cat_index.get(int(c), -1) for c in row.cls_idx[o.kept]], np.int64)
-                if (cls < 0).any():  # a class index without a name: give it one
-                    for c in row.cls_idx[o.kept]:
-                        if int(c) not in cat_index:
-                            cat_index[int(c)] = len(categories)
-                            categories.append(str(int(c)))
-                    cls = np.array([cat_index[int(c)] for c in row.cls_idx[o.kept]], np.int64)
+                cls = np.array([category(int(c)) for c in row.cls_idx[o.kept]], np.int64)
                 outcomes[m] = MethodOutcome(row.box[o.kept], cls, row.scores["score"][o.kept], o.hit, o.pick,
                                             o.pick_hit)
             fig = Path(cfg.workdir) / "show" / s / f"{sid}.png"
