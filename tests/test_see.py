@@ -7,9 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-from conftest import TINY
 
 
 def _cli(capsys, *argv):
