@@ -79,11 +79,14 @@ def test_styles_of_variants_and_unknown_methods():
     assert method_style("sepnms").colour == METHOD_COLOURS["sepnms"] and method_style("sepnms").dash is None
     variant = method_style("sepnms@mattnet_dets")
     assert variant.colour == METHOD_COLOURS["sepnms"] and variant.dash  # same colour, dashed
-    other = method_style("ablation_glove_sep")
-    assert other.colour in EXTRA_COLOURS and other.dash and other == method_style("ablation_glove_sep")
+    other = method_style("my_fusion")
+    assert other.colour in EXTRA_COLOURS and other.dash and other == method_style("my_fusion")
+    # an ablation row: the colour of the demo method with its rule, dashed by its labels
+    assert method_style("ablation_clip_sep").colour == METHOD_COLOURS["sepnms"]
+    assert method_style("ablation_clip_sep").dash != method_style("ablation_glove_sep").dash
 
 
-@pytest.mark.parametrize("method", ["det", "sepnms", "ablation_clip_refnms"])
+@pytest.mark.parametrize("method", ["det", "sepnms", "ablation_clip_refnms", "my_fusion"])
 def test_curves_use_the_palette(tmp_path, method):
     """A sweep plot draws each method's line in its palette colour and dash."""
     import matplotlib.colors as mcolors
@@ -108,3 +111,15 @@ def test_report_names_the_palette_colours():
 
     key = colour_key(["det", "sepnms"])
     assert f"`det` {method_colour('det')}" in key and f"`sepnms` {method_colour('sepnms')}" in key
+
+
+def test_every_method_of_the_demo_has_its_own_style():
+    """The demo's five methods and six ablation rows are told apart in the curves and the
+    gallery: no two share colour and dash."""
+    from sepnms.engine.demo import ABLATION, DEMO_METHODS
+    from sepnms.evaluation.palette import method_style
+
+    styles = [method_style(m.name) for m in DEMO_METHODS + ABLATION]
+    assert len(set(styles)) == len(styles) == 11
+    variants = [method_style(f"{m.name}@mattnet_dets") for m in DEMO_METHODS]
+    assert len(set(variants + styles)) == 16

@@ -13,9 +13,11 @@ the simulated gamuts), so every drawn box also has a halo (a wider contrasting b
 - a method's kept proposals: its colour, solid, over a black halo; the top-1 thicker; the
   second stage's pick (MAttNet's answer among them) with a white halo and a star.
 
-Methods without a fixed colour (ablation rows, ``name=model:rule`` methods) take one of
-``EXTRA_COLOURS`` by a stable hash and are drawn dashed; ``M@X`` (method M at another operating
-point, e.g. ``sepnms@mattnet_dets``) takes M's colour, dotted.
+The demo's ablation rows ``ablation_<labels>_<rule>`` take the colour of the demo method that
+uses the same fusion rule (``RULE_COLOURS``), dashed for GloVe labels and dash-dotted for
+CLIP-dagger labels.  Other methods (``name=model:rule`` methods) take one of ``EXTRA_COLOURS`` by
+a stable hash and are drawn dashed; ``M@X`` (method M at another operating point, e.g.
+``sepnms@mattnet_dets``) takes M's style, dotted.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ METHOD_COLOURS: dict[str, str] = {
     "sepnms_clipctx": "#66CCEE",            # Tol bright cyan
     "sepnms_clipctx_clipfuse": "#882255",   # Tol muted wine
 }
+#: the colour of a fusion rule in the demo's ablation rows (that of the demo method using it)
+RULE_COLOURS: dict[str, str] = {"refnms": METHOD_COLOURS["refnms"], "sep": METHOD_COLOURS["sepnms"],
+                                "sep+clip": METHOD_COLOURS["sepnms_clipctx_clipfuse"]}
 #: colours of the other methods (by a stable hash of the name; drawn dashed)
 EXTRA_COLOURS: tuple[str, ...] = ("#009E73", "#AA4499", "#999933", "#EE3377", "#56B4E9", "#44AA99")
 
@@ -46,6 +51,7 @@ PICK_HALO = "#FFFFFF"
 GT_DASH: tuple[float, ...] = (4.0, 2.5)
 CTX_DASH: tuple[float, ...] = (1.0, 1.5)
 EXTRA_DASH: tuple[float, ...] = (5.0, 2.0)
+LABELS_DASH: dict[str, tuple[float, ...]] = {"glove": (5.0, 2.0), "clip": (4.0, 1.5, 1.0, 1.5)}
 VARIANT_DASH: tuple[float, ...] = (1.5, 1.5)
 
 
@@ -68,6 +74,9 @@ def method_style(name: str) -> MethodStyle:
     base = base_method(name)
     if base in METHOD_COLOURS:
         return MethodStyle(METHOD_COLOURS[base], VARIANT_DASH if base != name else None)
+    parts = base.split("_", 2)
+    if len(parts) == 3 and parts[0] == "ablation" and parts[1] in LABELS_DASH and parts[2] in RULE_COLOURS:
+        return MethodStyle(RULE_COLOURS[parts[2]], VARIANT_DASH if base != name else LABELS_DASH[parts[1]])
     colour = EXTRA_COLOURS[zlib.crc32(base.encode()) % len(EXTRA_COLOURS)]
     return MethodStyle(colour, VARIANT_DASH if base != name else EXTRA_DASH)
 
