@@ -59,3 +59,27 @@ def trained(prepared, tmp_path_factory):
     cfg.train.val_max_expressions = 4
     train(cfg, "sepnms", resume=False, progress=False)
     return work
+
+
+@pytest.fixture(scope="session")
+def evaluated(prepared, trained, tmp_path_factory):
+    """The trained tiny workdir after propose (sepnms), fuse (det, sepnms) and evaluate.
+    Returns (config, path of a config.yaml pointing at it).  Tests that write more than
+    ``show/`` or ``gallery/`` into it work on a copy."""
+    import shutil
+
+    from sepnms.config import save_config
+    from sepnms.engine.evaluate import STANDARD_METHODS, evaluate, fuse
+    from sepnms.engine.propose import propose
+
+    root = tmp_path_factory.mktemp("see")
+    work = root / "work"
+    shutil.copytree(trained, work)
+    cfg = prepared.model_copy(update={"workdir": work}, deep=True)
+    propose(cfg, "sepnms", progress=False)
+    methods = [m for m in STANDARD_METHODS if m.name in ("det", "sepnms")]
+    for m in methods:
+        fuse(cfg, m)
+    evaluate(cfg, [m.name for m in methods], progress=False)
+    save_config(cfg, root / "config.yaml")
+    return cfg, root / "config.yaml"

@@ -41,11 +41,11 @@ def _detect_sets(tmp_path: Path, ckpt: Path) -> list[str]:
 @pytest.mark.parametrize("argv,needles", [
     (["show", "--n", "0"], ["argument --n", ">= 1", "not 0"]),
     (["show", "--n", "-3"], ["argument --n", "not -3"]),
-    (["gallery", "--max-thumbnails", "-2"], ["--max-thumbnails", ">= -1"]),
+    (["show", "--ids", "-2"], ["--ids", ">= 0"]),
     (["encode-text", "--flush-every", "0"], ["--flush-every", ">= 1"]),
     (["export", "--method", "x", "--top-n", "-1"], ["--top-n", ">= 0"]),
     (["show", "--n", "ten"], ["argument --n", "'ten'"]),
-], ids=["show --n 0", "show --n -3", "gallery --max-thumbnails -2", "--flush-every 0", "--top-n -1", "show --n ten"])
+], ids=["show --n 0", "show --n -3", "show --ids -2", "--flush-every 0", "--top-n -1", "show --n ten"])
 def test_integer_arguments_are_bounded(capsys, argv, needles):
     rc, out, err = run(capsys, *argv)
     assert_one_clear_error(rc, out, err, argv[0], *needles)

@@ -91,7 +91,7 @@ CASES = _cases()
 def test_the_table_reaches_every_kind_of_argument():
     """The generation is driven by the parser: new arguments join by themselves; these must be found."""
     found = {(c, o) for c, o, _ in CASES}
-    for expected in [("show", "--n"), ("gallery", "--max-thumbnails"), ("detect", "--compare"), ("detect", "--images"),
+    for expected in [("show", "--n"), ("show", "--ids"), ("detect", "--compare"), ("detect", "--images"),
                      ("predict", "--figure"), ("predict", "--image"), ("demo", "--workdir"), ("evaluate", "--dets"),
                      ("ground", "--dets"), ("ground", "--checkpoint"), ("import-weights", "--from"),
                      ("ground", "action"), ("merge", "stage"), ("export", "--top-n"), ("world", "--out")]:

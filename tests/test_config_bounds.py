@@ -112,7 +112,7 @@ def test_the_walk_finds_the_numbers_of_every_section():
     names = {leaf.name for leaf in LEAVES}
     for expected in ("seed", "detector.det_lower_step", "detector.blocks[2]", "detector.anchor_scales[0]",
                      "detector.pixel_means[1]", "grounding.betas[0]", "world.split_fractions[train]",
-                     "train.max_steps", "clip.tiny_layers[3]", "gallery.max_thumbnails"):
+                     "train.max_steps", "clip.tiny_layers[3]", "gallery.page_size"):
         assert expected in names, expected
     sections = {leaf.key.split(".")[0] for leaf in LEAVES}
     assert {"prepare", "model", "text", "train", "fusion", "evaluate", "propose", "clip", "show", "gallery",

@@ -128,7 +128,19 @@ def test_demo_end_to_end(tmp_path):
     cfg = load_config(demo / "config.yaml")
     assert cfg.workdir == (demo / "work").resolve() and cfg.paths.refer_root == (demo / "world" / "refer").resolve()
     assert "work/gallery/index.html" in report and (demo / "work" / "gallery" / "index.html").is_file()
-    assert len(list((demo / "work" / "gallery" / "thumbs").rglob("*.png"))) == cfg.gallery.max_thumbnails
+    # the demo's `show --select disagree` figures, linked from the report and from their gallery cards
+    figures = sorted((demo / "work" / "show").rglob("*.png"))
+    assert 0 < len(figures) <= cfg.show.demo_n * len(cfg.evaluate.splits)
+    assert all(str(f.relative_to(demo)) in report for f in figures)
+    from _gallery import read_page
+
+    data = read_page((demo / "work" / "gallery" / "index.html").read_text())["data"]
+    linked = {(data["splits"][c["p"]], c["s"]) for c in data["cards"] if "f" in c}
+    assert linked == {(f.parent.name, int(f.stem)) for f in figures}
+    # every method evaluate scored is in the gallery (the ablation rows too), with the second stage's outcome
+    names = [m["name"] for m in data["methods"]]
+    assert methods <= set(names) and any(n.startswith("ablation_") for n in names)
+    assert all(m["second_stage"] for m in data["methods"] if m["name"] in methods)
     moved = tmp_path / "moved"
     shutil.move(demo, moved)  # relative paths: the folder can move
     sid = int(entries[0]["sent_id"])

@@ -7,30 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-from conftest import TINY
-
-
-@pytest.fixture(scope="module")
-def evaluated(prepared, trained, tmp_path_factory):
-    """The trained tiny workdir after propose (sepnms), fuse (det, sepnms) and evaluate.
-    Returns (config, path of a config.yaml pointing at it)."""
-    from sepnms.config import save_config
-    from sepnms.engine.evaluate import STANDARD_METHODS, evaluate, fuse
-    from sepnms.engine.propose import propose
-
-    root = tmp_path_factory.mktemp("see")
-    work = root / "work"
-    shutil.copytree(trained, work)
-    cfg = prepared.model_copy(update={"workdir": work}, deep=True)
-    propose(cfg, "sepnms", progress=False)
-    methods = [m for m in STANDARD_METHODS if m.name in ("det", "sepnms")]
-    for m in methods:
-        fuse(cfg, m)
-    evaluate(cfg, [m.name for m in methods], progress=False)
-    save_config(cfg, root / "config.yaml")
-    return cfg, root / "config.yaml"
 
 
 def _cli(capsys, *argv):
@@ -200,7 +176,8 @@ def test_predict_an_image_file_with_the_detector(evaluated, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------
 # figures and `sepnms show`
 
-GREEN = np.array([0, 255, 0])
+GT_RGB = np.array([0, 0, 0])  # the palette's ground-truth colour, black (over a white halo)
+LEGEND_AND_CAPTION = 22 + 34  # caption band + legend band (the documented layout)
 
 
 def _panel_px(width, height, panel_px=384):
@@ -211,7 +188,7 @@ def _panel_px(width, height, panel_px=384):
 
 def _outline_fraction(png, width, height, box, panel, panel_px=384, title_px=48):
     """Fraction of the positions along the four sides of ``box`` (image pixels) where the figure
-    has an exactly green pixel within 2 pixels of the side, in panel ``panel``."""
+    has a pixel of exactly the GT colour within 2 pixels of the side, in panel ``panel``."""
     from PIL import Image
 
     arr = np.asarray(Image.open(png).convert("RGB")).astype(int)
@@ -221,7 +198,7 @@ def _outline_fraction(png, width, height, box, panel, panel_px=384, title_px=48)
     y0, y1 = title_px + box[1] * ph / height, title_px + box[3] * ph / height
 
     def green(ys, xs):
-        return bool((arr[ys, xs] == GREEN).all(-1).any())
+        return bool((arr[ys, xs] == GT_RGB).all(-1).any())
 
     hits = []
     for x in range(int(x0) + 4, int(x1) - 3):
@@ -231,7 +208,7 @@ def _outline_fraction(png, width, height, box, panel, panel_px=384, title_px=48)
         for x in (x0, x1):
             hits.append(green(y, slice(max(int(x) - 2, 0), int(x) + 3)))
     inside = arr[int(y0) + 6:int(y1) - 6, int(x0) + 6:int(x1) - 6]
-    return float(np.mean(hits)), int((inside == GREEN).all(-1).sum())
+    return float(np.mean(hits)), int((inside == GT_RGB).all(-1).sum())
 
 
 def test_figure_size_and_dashed_gt_outline(tmp_path):
@@ -246,7 +223,7 @@ def test_figure_size_and_dashed_gt_outline(tmp_path):
               Panel("sepnms", props[:1], ["cat"], np.array([0.8]), True)]
     out = draw_expression(img, "the cat on the left", gt, np.array([[120, 60, 240, 140.]]), panels, tmp_path / "f.png")
     pw, ph = _panel_px(250, 150)
-    assert Image.open(out).size == (2 * pw + 8, 48 + ph + 22)
+    assert Image.open(out).size == (2 * pw + 8, 48 + ph + LEGEND_AND_CAPTION)
     for panel in (0, 1):
         on, inside = _outline_fraction(out, 250, 150, gt, panel)
         assert on > 0.4, on  # dashed: a good share of the outline is exactly the GT colour
@@ -255,6 +232,34 @@ def test_figure_size_and_dashed_gt_outline(tmp_path):
     blank = draw_expression(img, "x", None, np.zeros((0, 4)), [Panel("det", np.zeros((0, 4)), [], np.zeros(0))],
                             tmp_path / "blank.png")
     assert _outline_fraction(blank, 250, 150, gt, 0)[0] == 0.0
+
+
+def test_figure_legend_heading_and_note_on_scores_above_one():
+    """The legend names GT, context objects, each method and the second stage's pick; the title
+    carries split and sent_id; a method whose scores leave [0, 1] is named in a note, and only
+    then."""
+    from sepnms.evaluation.figures import Panel, expression_figure
+    from sepnms.evaluation.palette import method_colour
+
+    img = np.full((100, 120, 3), 90, np.uint8)
+    box = np.array([[10, 10, 60, 60], [50, 40, 110, 90]], float)
+    panels = [Panel("det", box, ["cat", "dog"], np.array([0.9, 0.4]), True, pick=1, pick_hit=False),
+              Panel("sepnms", box[:1], ["cat"], np.array([1.37]), True)]
+    fig = expression_figure(img, "the cat", [10, 10, 60, 60], box[1:], panels, heading="testA - sent_id 4711")
+    texts = [t.get_text() for t in fig.texts]
+    assert any(t.startswith('testA - sent_id 4711: "the cat"') for t in texts)
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["ground truth", "context objects", "det", "sepnms", "second stage's pick"]
+    lines = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert lines["det"].get_color().lower() == method_colour("det").lower()
+    assert lines["sepnms"].get_color().lower() == method_colour("sepnms").lower()
+    notes = [t for t in texts if "not probabilities" in t]
+    assert len(notes) == 1 and "sepnms (up to 1.37)" in notes[0] and "det" not in notes[0]
+    assert any("2nd stage wrong" in t for t in texts)
+    plain = expression_figure(img, "the cat", None, np.zeros((0, 4)), panels[:1])
+    assert not any("not probabilities" in t.get_text() for t in plain.texts)
+    assert [t.get_text() for t in plain.legends[0].get_texts()] == ["det", "second stage's pick"]
 
 
 def _independent_hits(cfg, method, split):
@@ -297,7 +302,7 @@ def test_show_cli_writes_one_figure_per_expression(evaluated, capsys):
         e = refdb.by_sent[int(f.stem)]
         w, h = refdb.image_size(e["image_id"])
         pw, ph = _panel_px(w, h)
-        assert Image.open(f).size == (2 * pw + 8, 48 + ph + 22)
+        assert Image.open(f).size == (2 * pw + 8, 48 + ph + LEGEND_AND_CAPTION)
         for panel in (0, 1):
             assert _outline_fraction(f, w, h, e["gt_box"], panel)[0] > 0.3
 
@@ -335,130 +340,85 @@ def test_predict_figure(evaluated, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------
-# gallery
+# gallery (the page's behaviour in a browser: test_gallery_browser.py)
 
 
-class _Cards:
-    """Collects the gallery's cards, their images and the metrics table with html.parser."""
+def test_gallery_data_matches_metrics_and_references_the_images(evaluated, capsys):
+    from urllib.parse import unquote
 
-    def __init__(self, text):
-        from html.parser import HTMLParser
+    from _gallery import outcomes_by_hand, read_page
 
-        self.cards, self.tables = [], 0
-        outer = self
-
-        class P(HTMLParser):
-            def handle_starttag(self, tag, attrs):
-                a = dict(attrs)
-                if tag == "div" and "card" in (a.get("class") or "").split():
-                    outer.cards.append({"attrs": a, "imgs": []})
-                elif tag == "img" and outer.cards:
-                    outer.cards[-1]["imgs"].append(a["src"])
-                elif tag == "table" and a.get("id") == "metrics":
-                    outer.tables += 1
-
-        P().feed(text)
-
-
-def test_gallery_cards_images_and_hit_counts_match_metrics(evaluated, capsys):
     cfg, config = evaluated
-    rc, out, err = _cli(capsys, "gallery", "-c", str(config), "--methods", "det", "sepnms", "--max-thumbnails", "-1", "-q")
+    rc, out, err = _cli(capsys, "gallery", "-c", str(config), "--methods", "det", "sepnms", "-q")
     assert rc == 0, err
     page = Path(json.loads(out)["gallery"])
     assert page == Path(cfg.workdir) / "gallery" / "index.html"
-    parsed = _Cards(page.read_text())
-    metrics = json.loads((Path(cfg.workdir) / "eval" / "metrics.json").read_text())
-    assert parsed.tables == 1
-    n_total = sum(metrics["det"][s]["n_expressions"] for s in cfg.evaluate.splits)
-    assert len(parsed.cards) == n_total > 0
-    for card in parsed.cards:
-        assert len(card["imgs"]) == 1
-        assert (page.parent / card["imgs"][0]).is_file()
-    for method in ("det", "sepnms"):
-        for split in cfg.evaluate.splits:
-            mine = [c["attrs"] for c in parsed.cards if c["attrs"]["data-split"] == split]
-            hits = sum(int(a[f"data-hit-{method}"]) for a in mine)
-            m = metrics[method][split]
-            assert len(mine) == m["n_expressions"]
-            assert hits == round(m["hit_rate"] * m["n_expressions"]), (method, split)
-    # the text filter's attribute holds the expression
+    assert sorted(p.name for p in page.parent.iterdir()) == ["index.html"]  # nothing copied or rendered
+    parsed = read_page(page.read_text())
+    data, metrics = parsed["data"], json.loads((Path(cfg.workdir) / "eval" / "metrics.json").read_text())
+    assert [m["name"] for m in data["methods"]] == ["det", "sepnms"]
+    cards = data["cards"]
+    assert len(cards) == sum(metrics["det"][s]["n_expressions"] for s in cfg.evaluate.splits) > 0
+    images_dir = Path(cfg.images_dir()).resolve()
+    for url, w, h, _pool in data["images"]:
+        f = (page.parent / unquote(url)).resolve()
+        assert f.is_file() and f.parent == images_dir
     refdb = json.loads((Path(cfg.workdir) / "prepare" / "refdb.json").read_text())
     sents = {int(e["sent_id"]): e["sent"] for e in refdb["expressions"]}
-    for card in parsed.cards:
-        assert card["attrs"]["data-text"] == sents[int(card["attrs"]["data-sent-id"])].lower()
+    for j, method in enumerate(("det", "sepnms")):
+        for split in cfg.evaluate.splits:
+            mine = [c for c in cards if data["splits"][c["p"]] == split]
+            m = metrics[method][split]
+            assert len(mine) == m["n_expressions"]
+            assert sum(c["m"][j][1] for c in mine) == round(m["hit_rate"] * m["n_expressions"]), (method, split)
+            by_hand = outcomes_by_hand(cfg, method, split, m["conf"])
+            for c in mine:
+                boxes, hit, scores = by_hand[c["s"]]
+                assert c["m"][j][0] == len(boxes) and c["m"][j][1] == int(hit)
+                ranking, pool = c["r"][data["methods"][j]["base"]], data["images"][c["i"]][3]
+                for k in range(len(boxes)):  # the drawn boxes are the kept boxes, in rank order
+                    got = pool[5 * ranking[2 * k]: 5 * ranking[2 * k] + 4]
+                    want = [boxes[k][0], boxes[k][1], boxes[k][2] - boxes[k][0], boxes[k][3] - boxes[k][1]]
+                    assert np.abs(np.array(got) - np.array(want)).max() <= 1.0
+                    assert abs(ranking[2 * k + 1] / data["scale"] - scores[k]) <= 0.5 / data["scale"]
+                assert c["m"][j][2] == -1 and c["m"][j][3] == -1  # no second stage ran here
+    for c in cards:
+        assert c["t"] == sents[c["s"]]
+        fig = Path(cfg.workdir) / "show" / data["splits"][c["p"]] / f"{c['s']}.png"
+        assert ("f" in c) == fig.is_file()  # a card links to its `show` figure where one was drawn
+        if "f" in c:
+            assert (page.parent / unquote(c["f"])).resolve() == fig.resolve()
 
 
-def test_gallery_thumbnail_limit(evaluated, tmp_path):
+def test_gallery_second_stage_and_equal_budget_rows(evaluated, tmp_path):
+    """Every method of metrics.json with a table - the ``M@X`` row included - gets cards, filters
+    and a table row; the second stage's pick and outcome per method reach the cards."""
+    from _gallery import outcomes_by_hand, read_page, with_second_stage
     from sepnms.engine.gallery import gallery
 
     cfg, _ = evaluated
-    cfg2 = cfg.model_copy(update={"workdir": tmp_path / "w"}, deep=True)
-    shutil.copytree(cfg.workdir, cfg2.workdir, ignore=shutil.ignore_patterns("gallery", "show"))
-    page = gallery(cfg2, ["sepnms"], ["val"], max_thumbnails=2, progress=False)
-    parsed = _Cards(page.read_text())
-    assert sum(len(c["imgs"]) for c in parsed.cards) == 2
-    assert len(list((page.parent / "thumbs" / "val").glob("*.png"))) == 2
-    assert len(parsed.cards) == json.loads((Path(cfg.workdir) / "eval" / "metrics.json").read_text())[
-        "sepnms"]["val"]["n_expressions"]
-
-
-_STUB_DOM = """
-const fs = require('fs');
-const data = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-const el = () => ({value: '', textContent: '', style: {}, onchange: null, oninput: null, onclick: null});
-const ids = {methods: {textContent: JSON.stringify(data.methods)}};
-const cards = data.cards.map(a => ({dataset: {split: a['data-split'], text: a['data-text']},
-  getAttribute: k => a[k], style: {}}));
-global.document = {
-  querySelectorAll: () => cards,
-  getElementById: id => (ids[id] = ids[id] || el()),
-};
-eval(data.script);
-const shown = () => [cards.filter(c => c.style.display !== 'none').length, parseInt(ids.count.textContent)];
-const out = {all: shown(), count: ids.count.textContent};
-ids['f-split'].value = 'val'; ids['f-split'].onchange();
-out.val = shown();
-ids['f-sepnms'].value = '1'; ids['f-sepnms'].onchange();
-out.val_sep_hit = shown();
-ids['f-split'].value = ''; ids['f-sepnms'].value = ''; ids['f-text'].value = data.word; ids['f-text'].oninput();
-out.word = shown();
-ids['f-text'].value = ''; ids['f-text'].oninput(); ids.next.onclick(); ids.next.onclick();
-out.page3 = shown(); out.page3_text = ids.count.textContent;
-console.log(JSON.stringify(out));
-"""
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
-def test_gallery_script_filters_and_pages(evaluated, tmp_path):
-    """The page's inline script, run under node with a stub DOM: filters by split, method outcome
-    and text, and shows at most page_size cards."""
-    import re
-    import subprocess
-
-    from sepnms.engine.gallery import gallery
-
-    cfg, _ = evaluated
-    cfg2 = cfg.model_copy(update={"workdir": tmp_path / "w"}, deep=True)
-    cfg2.gallery.page_size = 4
-    shutil.copytree(cfg.workdir, cfg2.workdir, ignore=shutil.ignore_patterns("gallery", "show"))
-    page = gallery(cfg2, ["det", "sepnms"], max_thumbnails=0, progress=False).read_text()
-    cards = [c["attrs"] for c in _Cards(page).cards]
-    script = re.findall(r"<script>(.*?)</script>", page, re.S)[-1]
-    word = cards[0]["data-text"].split()[-1]
-    (tmp_path / "in.json").write_text(json.dumps({"methods": ["det", "sepnms"], "cards": cards, "script": script,
-                                                  "word": word}))
-    (tmp_path / "run.js").write_text(_STUB_DOM)
-    res = subprocess.run(["node", str(tmp_path / "run.js"), str(tmp_path / "in.json")], capture_output=True,
-                         text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    got = json.loads(res.stdout)
-    val = [c for c in cards if c["data-split"] == "val"]
-    want = {"all": len(cards), "val": len(val), "val_sep_hit": sum(c["data-hit-sepnms"] == "1" for c in val),
-            "word": sum(word in c["data-text"] for c in cards)}
-    assert len(set(want.values())) > 2  # the filters are told apart
-    for key, n in want.items():
-        assert got[key] == [min(4, n), n], key  # [cards shown (one page), cards matched]
-    assert got["page3"] == [min(4, len(cards) - 8), len(cards)] and "page 3 of" in got["page3_text"]
+    cfg2, expected = with_second_stage(cfg, tmp_path / "w")
+    parsed = read_page(gallery(cfg2, progress=False).read_text())
+    data = parsed["data"]
+    names = [m["name"] for m in data["methods"]]
+    assert names == ["det", "sepnms", "sepnms@mattnet_dets"]
+    assert [m["second_stage"] for m in data["methods"]] == [False, True, True]
+    assert data["methods"][1]["base"] == data["methods"][2]["base"]  # one table, two operating points
+    assert {f"f-m{j}" for j in range(3)} <= parsed["ids"] and {f"t-m{j}" for j in range(3)} <= parsed["ids"]
+    rows = {(r["data-method"], r["data-split"]) for r in parsed["rows"]}
+    assert {(m, s) for m in names + ["gt"] for s in cfg.evaluate.splits} <= rows
+    metrics = json.loads((Path(cfg2.workdir) / "eval" / "metrics.json").read_text())
+    checked = 0
+    for c in data["cards"]:
+        split = data["splits"][c["p"]]
+        for j, method in ((1, "sepnms"), (2, "sepnms@mattnet_dets")):
+            k, rank, ph = expected[(method, split)][c["s"]]
+            assert c["m"][j][0] == k and c["m"][j][2] == rank and c["m"][j][3] == ph, (method, c["s"])
+            checked += 1
+    assert checked == 2 * len(data["cards"])
+    low = outcomes_by_hand(cfg2, "sepnms", "val", metrics["sepnms@mattnet_dets"]["val"]["conf"])
+    own = outcomes_by_hand(cfg2, "sepnms", "val", metrics["sepnms"]["val"]["conf"])
+    assert sum(len(v[0]) for v in low.values()) > sum(len(v[0]) for v in own.values())
 
 
 def test_show_before_evaluate_is_a_clear_error(evaluated, tmp_path, capsys):
@@ -472,6 +432,28 @@ def test_show_before_evaluate_is_a_clear_error(evaluated, tmp_path, capsys):
         rc, out, err = _cli(capsys, command, "-c", str(tmp_path / "c.yaml"), "--methods", "sepnms", "-q")
         assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
         assert f"{work / 'eval' / 'metrics.json'}: not found: run `sepnms evaluate` first" in err
+
+
+def test_show_and_gallery_refuse_a_broken_second_stage_file(evaluated, tmp_path, capsys):
+    """A predictions file that is not [{sent_id, box}] or a hits.json that is not JSON: one line
+    naming the file, for show and gallery alike."""
+    from sepnms.config import save_config
+
+    cfg, _ = evaluated
+    work = tmp_path / "w"
+    shutil.copytree(cfg.workdir, work, ignore=shutil.ignore_patterns("gallery", "show", "ground"))
+    save_config(cfg.model_copy(update={"workdir": work}), tmp_path / "c.yaml")
+    pred = work / "ground" / "predictions" / "sepnms_val.json"
+    pred.parent.mkdir(parents=True)
+    pred.write_text(json.dumps([{"sent_id": 1, "bbox": [0, 0, 1, 1]}]))
+    for command in ("show", "gallery"):
+        rc, out, err = _cli(capsys, command, "-c", str(tmp_path / "c.yaml"), "--methods", "sepnms", "-q")
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert f"{pred}: not a predictions file" in err
+    pred.unlink()
+    (work / "ground" / "hits.json").write_text("{not json")
+    rc, out, err = _cli(capsys, "gallery", "-c", str(tmp_path / "c.yaml"), "--methods", "sepnms", "-q")
+    assert rc == 2 and f"{work / 'ground' / 'hits.json'}: not valid JSON" in err and len(err.strip().splitlines()) == 1
 
 
 def test_labels_of_a_crowded_panel_do_not_overlap():

@@ -330,8 +330,7 @@ def cmd_gallery(args) -> None:
     from sepnms.engine.gallery import gallery
 
     cfg = _cfg(args)
-    limit = -1 if args.max_thumbnails is None else (None if args.max_thumbnails < 0 else args.max_thumbnails)
-    _print({"gallery": str(gallery(cfg, args.methods, args.splits, limit, progress=not args.quiet))})
+    _print({"gallery": str(gallery(cfg, args.methods, args.splits, progress=not args.quiet))})
 
 
 def cmd_ground(args) -> None:
@@ -467,10 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("gallery", cmd_gallery, "a static HTML page over an evaluation: cards, filters, metrics "
                                      "(<workdir>/gallery/index.html)")
-    p.add_argument("--methods", nargs="+", default=None, help="default: gallery.methods or show.methods that exist")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="default: gallery.methods, else every method evaluate scored (M@X rows included)")
     p.add_argument("--splits", nargs="+", default=None, help="default: gallery.splits or evaluate.splits")
-    p.add_argument("--max-thumbnails", type=_int_at_least(-1), default=None, metavar="N",
-                   help="draw at most N thumbnails (-1: all; default gallery.max_thumbnails)")
 
     p = add("ground", cmd_ground, "the second stage (MAttNet): train it, or score candidate sets -> REC accuracy")
     p.add_argument("action", choices=["train", "eval"])

@@ -213,20 +213,23 @@ class ShowConfig(_Section):
     """Longer side of each panel, in pixels."""
     dpi: Annotated[int, Field(ge=10, strict=True)] = 100
     max_labels: NonNegInt = 12
+    demo_n: NonNegInt = 4
+    """``sepnms demo`` writes this many figures per evaluated split (``disagree`` selection: the
+    first expressions on which the methods' outcomes differ); the gallery links to them."""
 
 
 class GalleryConfig(_Section):
     """``sepnms gallery``: one static HTML page over an evaluation (``<workdir>/gallery/index.html``)."""
 
     methods: Optional[list[str]] = None
-    """Default: ``show.methods``."""
+    """Default: every method ``evaluate`` scored (``M@X`` rows of metrics.json included)."""
     splits: Optional[list[str]] = None
     """Default: ``evaluate.splits``."""
-    max_thumbnails: Optional[NonNegInt] = None
-    """Draw at most this many card images (None: one per expression); every expression still
-    gets a card with its outcomes."""
-    thumb_px: Annotated[int, Field(ge=32, strict=True)] = 160
-    """Longer side of each panel of a thumbnail, in pixels."""
+    visible: Optional[list[str]] = None
+    """Methods whose boxes are shown when the page opens (the others have their toggle off).
+    Default: ``show.methods``."""
+    card_px: Annotated[int, Field(ge=120, strict=True)] = 360
+    """Width of a card on a wide screen, in CSS pixels (the image scales with it)."""
     page_size: PosInt = 60
     """Cards per page of the page's pager."""
 

@@ -60,6 +60,17 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def demo_figures(cfg: Config, progress: bool = True) -> list[Path]:
+    """``show.demo_n`` figures per evaluated split of the expressions on which the shown methods
+    disagree (``show --select disagree``)."""
+    from sepnms.engine.show import show
+
+    if cfg.show.demo_n == 0:
+        return []
+    return [p for split in cfg.evaluate.splits
+            for p in show(cfg, split=split, n=cfg.show.demo_n, select_how="disagree", progress=progress)]
+
+
 def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None, progress: bool = True) -> dict[str, Any]:
     """World -> prepare -> encode-text -> CLIP-dagger fine-tuning and context labels -> train
     Ref-NMS, Sep-NMS (GloVe labels) and Sep-NMS (CLIP labels) -> propose -> fuse -> evaluate ->
@@ -109,7 +120,6 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     metrics = timed("evaluate", evaluate, cfg, [m.name for m in DEMO_METHODS + ABLATION], progress=progress,
                     plot_groups={"": [m.name for m in DEMO_METHODS], "ablation": [m.name for m in ABLATION]})
     exported = timed("export", export, cfg, "sepnms")
-    page = timed("gallery", gallery, cfg, progress=progress)
 
     quality = {source: mention_precision_recall(load_ctxdb(ctxdb_path(cfg.workdir, source)), mentions)
                for source in ("glove", "clip")}
@@ -117,6 +127,8 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
             "ctx_recall", "ctx_recall_ci", "conf", "n_expressions")
     public = {m.name: {split: {k: v[k] for k in keys} for split, v in metrics[m.name].items()} for m in DEMO_METHODS}
     two_stage = timed("second stage", demo_second_stage, cfg, public, progress=progress)
+    figures = timed("show", demo_figures, cfg, progress=progress)
+    page = timed("gallery", gallery, cfg, progress=progress)
     atomic_write_json(workdir / "metrics.json", public, indent=2)
     images = []
     for png in sorted((Path(cfg.workdir) / "eval").glob("*.png")):
@@ -136,8 +148,10 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
                  f"{feats['max_abs_diff']:.2e} (`features.source: images` reads the same features)."]
     sections += ["", "Context recall is measured against the world's recorded mentions (ground truth). "
                  "MAttNet-style detections: " + ", ".join(f"`{p.relative_to(workdir)}`" for p in exported)]
-    sections += ["", f"Gallery of the expressions (outcome per method, filters, search): "
-                 f"[{page.relative_to(workdir)}]({page.relative_to(workdir)})"]
+    sections += ["", f"Gallery of the expressions (every expression drawn, outcome per method and of the second "
+                 f"stage, filters, search): [{page.relative_to(workdir)}]({page.relative_to(workdir)}). "
+                 f"`sepnms show --select disagree` figures ({len(figures)}, linked from their cards): "
+                 + ", ".join(f"[{f.relative_to(workdir)}]({f.relative_to(workdir)})" for f in figures)]
     write_report(workdir / "report.md", {m.name: metrics[m.name] for m in DEMO_METHODS}, cfg.evaluate.splits,
                  cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images,
                  [two_stage, "\n".join(sections)], cpu_timings=cpu_timings,

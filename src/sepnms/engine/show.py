@@ -3,7 +3,11 @@
 Per expression and method, the kept proposals are exactly those ``evaluate`` counts: the fused
 table's candidates selected at the conf ``evaluate`` chose for that method and split
 (``eval/metrics.json``); *hit* = a kept proposal with IoU > ``evaluate.hit_iou`` to the referent.
-The figures are drawn by :mod:`sepnms.evaluation.figures`; ``sepnms gallery`` reuses this module.
+A method ``M@X`` of metrics.json (method M at another operating point, e.g. the equal-budget rows
+``sepnms@mattnet_dets``) reads M's fused table at its own conf.  Where ``sepnms ground eval`` has
+run, each method's second-stage answer (``ground/predictions/<method>_<split>.json``) and its
+outcome (``ground/hits.json``) are shown too.  The figures are drawn by
+:mod:`sepnms.evaluation.figures`; ``sepnms gallery`` reuses this module.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.engine.evaluate import fused_path
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.figures import Panel, draw_expression
+from sepnms.evaluation.palette import base_method
 from sepnms.evaluation.metrics import box_iou, select_by_conf
 from sepnms.io.proposals import ExpressionCandidates, read_proposals
 from sepnms.io.refer import split_matches
@@ -35,10 +40,14 @@ SELECTIONS = ("all", "hits", "misses", "disagree")
 @dataclass
 class Outcome:
     """One method on one expression: ``kept`` [K] indices into its fused candidates by
-    descending score, ``hit`` as evaluate counts it."""
+    descending score, ``hit`` as evaluate counts it; ``pick``: the row of ``kept`` the second
+    stage chose (None: no second stage, or its answer is not among the kept boxes), ``pick_hit``:
+    the second stage's outcome (None: it did not run for this method)."""
 
     kept: np.ndarray
     hit: bool
+    pick: Optional[int] = None
+    pick_hit: Optional[bool] = None
 
 
 class Evaluation:
@@ -57,32 +66,46 @@ class Evaluation:
         self.confs: dict[str, float] = {}
         self.tables: dict[str, dict[int, ExpressionCandidates]] = {}
         for m in self.methods:
-            safe_name(m, "method name")
+            method_name(m)
             entry = (metrics.get(m) or {}).get(split)
             if not entry or entry.get("conf") is None:
                 raise InputError(metrics_path(cfg), f"no conf for method {m!r} on split {split!r}: "
                                                     f"run `sepnms evaluate` with it first")
             self.confs[m] = float(entry["conf"])
-            self.tables[m] = read_proposals(fused_path(cfg, m, split)).by_sent_id()
+            base = base_method(m)
+            if base not in self.tables:
+                self.tables[base] = read_proposals(fused_path(cfg, base, split)).by_sent_id()
         self.expressions = [e for e in self.refdb.split(split) if all(int(e["sent_id"]) in t for t in self.tables.values())]
+        self.picks, self.pick_hits = second_stage(cfg, self.methods, split)
+
+    def table(self, method: str) -> dict[int, ExpressionCandidates]:
+        """The fused table a method reads (``M@X``: M's)."""
+        return self.tables[base_method(method)]
 
     def outcomes(self, e: dict[str, Any]) -> dict[str, Outcome]:
         gt = np.asarray(e["gt_box"], np.float64).reshape(1, 4)
         out = {}
+        sid = int(e["sent_id"])
         for m in self.methods:
-            row = self.tables[m][int(e["sent_id"])]
+            row = self.table(m)[sid]
             kept = select_by_conf(row.scores["score"], self.confs[m])
             hit = bool(len(kept)) and bool(is_hit(box_iou(row.box[kept], gt)[:, 0], self.cfg.evaluate.hit_iou).any())
-            out[m] = Outcome(kept, hit)
+            pick = None
+            answer = self.picks.get(m, {}).get(sid)
+            if answer is not None and len(kept):
+                iou = box_iou(row.box[kept], np.asarray(answer, np.float64).reshape(1, 4))[:, 0]
+                pick = int(np.argmax(iou)) if iou.max() >= PICK_MATCH_IOU else None
+            ph = self.pick_hits.get(m, {}).get(sid)
+            out[m] = Outcome(kept, hit, pick, None if ph is None else bool(ph))
         return out
 
     def panels(self, e: dict[str, Any], outcomes: Optional[dict[str, Outcome]] = None) -> list[Panel]:
         outcomes = outcomes or self.outcomes(e)
         panels = []
         for m in self.methods:
-            row, o = self.tables[m][int(e["sent_id"])], outcomes[m]
+            row, o = self.table(m)[int(e["sent_id"])], outcomes[m]
             panels.append(Panel(m, row.box[o.kept], [self.categories.get(int(c), str(c)) for c in row.cls_idx[o.kept]],
-                                row.scores["score"][o.kept], o.hit))
+                                row.scores["score"][o.kept], o.hit, pick=o.pick, pick_hit=o.pick_hit))
         return panels
 
     def ctx_boxes(self, e: dict[str, Any]) -> np.ndarray:
@@ -93,7 +116,53 @@ class Evaluation:
         image = load_image(self.cfg, self.refdb, int(e["image_id"]))
         return draw_expression(image, e["sent"], e["gt_box"], self.ctx_boxes(e), self.panels(e, outcomes), out,
                                panel_px=panel_px, title_px=title_px, dpi=dpi, fontsize=fontsize,
-                               max_labels=max_labels)
+                               max_labels=max_labels, heading=f"{self.split} - sent_id {int(e['sent_id'])}")
+
+
+#: a second-stage answer is the kept proposal it overlaps most when their IoU reaches this (the
+#: answer is one of the kept boxes; the predictions file stores it as xywh floats)
+PICK_MATCH_IOU = 0.99
+
+
+def second_stage(cfg: Config, methods: list[str], split: str) -> tuple[dict[str, dict[int, list[float]]],
+                                                                          dict[str, dict[int, float]]]:
+    """(answers, outcomes) of ``sepnms ground eval`` for ``methods`` on ``split``: ``answers[m]``
+    sent_id -> xyxy box (from ``ground/predictions/<m>_<split>.json``), ``outcomes[m]`` sent_id ->
+    1.0 / 0.0 (``ground/hits.json``); methods the second stage did not score are absent."""
+    from sepnms.engine.ground import ground_dir
+
+    root = ground_dir(cfg)
+    answers: dict[str, dict[int, list[float]]] = {}
+    outcomes: dict[str, dict[int, float]] = {}
+    hits_path = root / "hits.json"
+    hits = _read_json(hits_path) if hits_path.is_file() else {}
+    for m in methods:
+        path = root / "predictions" / f"{m}_{split}.json"
+        if path.is_file():
+            try:
+                answers[m] = {int(p["sent_id"]): [float(p["box"][0]), float(p["box"][1]),
+                                                  float(p["box"][0]) + float(p["box"][2]),
+                                                  float(p["box"][1]) + float(p["box"][3])] for p in _read_json(path)}
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise InputError(path, f"not a predictions file ([{{sent_id, box: [x, y, w, h]}}]): {exc!r}") from None
+        per = (hits.get(m) or {}).get(split) if isinstance(hits, dict) else None
+        if per:
+            outcomes[m] = {int(k): float(v) for k, v in per.items()}
+    return answers, outcomes
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+
+
+def method_name(name: str) -> str:
+    """``name`` if it is a safe method name, ``M`` or ``M@X`` with both parts safe file names."""
+    for part in name.split("@", 1):
+        safe_name(part, "method name")
+    return name
 
 
 def metrics_path(cfg: Config) -> Path:
@@ -140,11 +209,12 @@ def resolve_methods(cfg: Config, methods: Optional[list[str]], splits: list[str]
     are filtered to those that have them."""
     if methods:
         for m in methods:
-            safe_name(m, "method name")
+            method_name(m)
             for split in splits:
-                if not fused_path(cfg, m, split).is_file():
-                    raise InputError(fused_path(cfg, m, split), f"no fused table of method {m!r}: run `sepnms fuse` "
-                                                                "and `sepnms evaluate` first")
+                if not fused_path(cfg, base_method(m), split).is_file():
+                    raise InputError(fused_path(cfg, base_method(m), split),
+                                     f"no fused table of method {base_method(m)!r}: run `sepnms fuse` and "
+                                     "`sepnms evaluate` first")
         return list(methods)
     have = [m for m in cfg.show.methods if all(fused_path(cfg, m, s).is_file() for s in splits)]
     if not have:

@@ -1,7 +1,8 @@
 """Sweep plots: referent hit rate against the mean number of kept proposals per expression.
 
 Figures are built with matplotlib's object API on an Agg canvas (no global backend state, no
-display needed) and written atomically as PNG.
+display needed) and written atomically as PNG.  Each method's line has its colour and dash from
+:mod:`sepnms.evaluation.palette`, the same as in ``show`` figures and the gallery.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Mapping, Optional, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sepnms.evaluation import palette
 from sepnms.io.atomic import atomic_path
 
 X_KEY = "proposals_per_expression"
@@ -36,7 +38,9 @@ def _draw(ax, curves: Mapping[str, Sequence[dict]], title: str, y_key: str,
           marks: Optional[Mapping[str, dict]], x_max: Optional[float]) -> None:
     for name, curve in curves.items():
         xs, ys = _points(curve, y_key)
-        (line,) = ax.plot(xs, ys, marker=".", markersize=3, linewidth=1.2, label=name)
+        st = palette.method_style(name)
+        (line,) = ax.plot(xs, ys, marker=".", markersize=3, linewidth=1.4, label=name, color=st.colour,
+                          linestyle=palette.mpl_dash(st.dash))
         if marks and name in marks and marks[name].get(y_key) is not None:
             m = marks[name]
             ax.plot([float(m[X_KEY])], [100.0 * float(m[y_key])], marker="o", markersize=7,

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from sepnms.evaluation import palette
 from sepnms.evaluation.intervals import differences_table
 from sepnms.io.atomic import atomic_write_text
 
@@ -41,6 +42,17 @@ def metrics_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]], split:
                     f"{m['proposals_per_expression']:.2f} | {_rate(m, 'top1_accuracy')} | {_rate(m, 'ctx_recall')} | "
                     f"{_fmt(m['conf'], pct=False)} |")
     return "\n".join(rows)
+
+
+def colour_key(methods: list[str]) -> str:
+    """One line naming each method's colour (and dash) of the curves, ``show`` figures and gallery."""
+    parts = []
+    for m in methods:
+        st = palette.method_style(m)
+        parts.append(f"`{m}` {st.colour}" + ("" if st.dash is None else " dashed"))
+    return ("Colours (the same in the curves, `sepnms show` figures and the gallery; colour-blind-safe, with a "
+            "halo around every box): " + ", ".join(parts) + "; ground truth black dashes on a white halo, "
+            "context objects white dots on a black halo.")
 
 
 def write_report(
@@ -89,6 +101,7 @@ def write_report(
         lines += [section, ""]
     if images:
         lines += ["## Curves", ""] + [f"![{Path(i).stem}]({i})" for i in images] + [""]
+        lines += [colour_key(list(metrics)), ""]
     if timings:
         cpu_timings = cpu_timings or {}
         lines += ["## Timings (this run)", "",
