@@ -306,6 +306,45 @@ class WorldConfig(_Section):
     image_format: Literal["jpg", "png"] = "jpg"
 
 
+class WorldDetectorConfig(_Section):
+    """Training of the world's detector (``sepnms world train-detector``; docs/METHOD.md "The world's
+    detector"): RPN + box-head losses (py-faster-rcnn's targets) on scenes generated on the fly
+    from ``train_seed`` (a seed no demo or test world uses), plus an attribute head (colour, size)
+    on the box features as in bottom-up attention detectors - the head is not saved."""
+
+    checkpoint: Optional[Path] = None
+    """The trained checkpoint the world uses; None = the one shipped in the package."""
+    train_seed: int = 9_000_017
+    """Scenes of training step s come from ``numpy.random.default_rng([train_seed, s])``."""
+    steps: int = Field(6000, ge=1)
+    batch_images: int = Field(2, ge=1)
+    lr: float = 2e-3
+    """AdamW learning rate (linear warm-up, then cosine decay to ``lr * lr_final``)."""
+    lr_final: float = 0.02
+    warmup_steps: int = Field(200, ge=0)
+    weight_decay: float = 1e-4
+    rpn_batch: int = Field(256, ge=1)
+    """Anchors sampled per image (py-faster-rcnn RPN_BATCHSIZE)."""
+    rpn_fg_fraction: float = 0.5
+    rpn_fg_iou: float = 0.7
+    rpn_bg_iou: float = 0.3
+    rpn_train_pre_nms_top_n: int = 2000
+    rpn_train_post_nms_top_n: int = 300
+    roi_batch: int = Field(64, ge=1)
+    """RoIs sampled per image for the box head (fg IoU >= roi_fg_iou, bg below it)."""
+    roi_fg_fraction: float = 0.25
+    roi_fg_iou: float = 0.5
+    attr_weight: float = 0.5
+    """Weight of the colour + size cross-entropies on foreground RoIs (0 = off)."""
+    bn_calibration_images: int = Field(64, ge=0)
+    """Images whose statistics replace the BatchNorm running averages at the end (precise BN)."""
+    log_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(500, ge=0)
+    """Write the (BN-calibrated) checkpoint every this many steps as well (0 = only at the end)."""
+    threads: int = Field(1, ge=1)
+    """torch CPU threads while training."""
+
+
 class GroundingConfig(_Section):
     """The second stage: MAttNet for box comprehension (``sepnms ground``; METHOD.md "Second stage").
 
@@ -380,6 +419,7 @@ class Config(_Section):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
+    world_detector: WorldDetectorConfig = Field(default_factory=WorldDetectorConfig)
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
 
     @model_validator(mode="after")
