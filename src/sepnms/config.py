@@ -299,11 +299,14 @@ class WorldConfig(_Section):
     min_objects: int = 4
     max_objects: int = 7
     sentences_per_ref: int = 2
-    n_proposals: int = 60
     split_fractions: dict[str, float] = Field(
         default_factory=lambda: {"train": 0.6, "val": 0.14, "testA": 0.13, "testB": 0.13}
     )
     image_format: Literal["jpg", "png"] = "jpg"
+    quality_fit_fraction: float = Field(0.5, gt=0, lt=1)
+    """Share of the world's images the linear probes of ``quality.json`` are fit on (the rest score them)."""
+    quality_score_thresh: float = Field(0.05, ge=0, lt=1)
+    """Class-score threshold of the detections scored by COCOeval (py-faster-rcnn test_net's 0.05)."""
 
 
 class WorldDetectorConfig(_Section):
