@@ -106,7 +106,8 @@ def cmd_world(args) -> None:
                 print(json.dumps(row), flush=True)
 
         result = train_world_detector(cfg, Path(args.out), args.seed, args.steps,
-                                      Path(args.log) if args.log else None, on_log=show)
+                                      Path(args.log) if args.log else None, on_log=show,
+                                      init=Path(args.init) if args.init else None)
         result.pop("history")
         _print(result)
         return
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (train-detector: the checkpoint file)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed)")
     p.add_argument("--steps", type=int, default=None, help="train-detector: steps (default world_detector.steps)")
+    p.add_argument("--init", default=None, help="train-detector: continue from this checkpoint (new scenes)")
     p.add_argument("--log", default=None, help="train-detector: append the training figures (JSON lines) to this file")
 
     p = add("prepare", cmd_prepare, "refer + detector output + GloVe -> vocab, refdb, candidates, GloVe ctxdb")

@@ -28,7 +28,8 @@ from torch import nn
 
 from sepnms.config import Config
 from sepnms.detection.box_head import roi_fc7
-from sepnms.detection.checkpoint import expected_keys, save_detector
+from sepnms.detection.checkpoint import expected_keys, load_state, save_detector
+from sepnms.io.checkpoints import torch_load_weights
 from sepnms.detection.detector import MaskRCNNC4
 from sepnms.detection.preprocess import preprocess
 from sepnms.detection.training import DetectorLoss, ImageTargets, LossSettings, total_loss
@@ -124,18 +125,23 @@ def _save(model: MaskRCNNC4, cfg: Config, calib_seed: int, calib_images: int, se
 
 def train_world_detector(cfg: Config, out: Path, seed: Optional[int] = None, steps: Optional[int] = None,
                          log_file: Optional[Path] = None,
-                         on_log: Optional[Callable[[dict], None]] = None) -> dict:
+                         on_log: Optional[Callable[[dict], None]] = None, init: Optional[Path] = None) -> dict:
     """Train the world detector of ``cfg`` (widths: ``world_detector_config``) and write it to
     ``out``; returns the figures of the run (last losses, seconds).  ``seed`` seeds the
     initialisation and sampling (default ``cfg.seed``); scenes come from
-    ``cfg.world_detector.train_seed``."""
+    ``cfg.world_detector.train_seed`` (with ``init``, a continued run: scenes from
+    ``train_seed + 1000`` so it sees new ones)."""
     t = cfg.world_detector
+    if init is not None:
+        t = t.model_copy(update={"train_seed": t.train_seed + 1000})
     seed = int(cfg.seed if seed is None else seed)
     steps = int(t.steps if steps is None else steps)
     torch.set_num_threads(t.threads)
     torch.manual_seed(seed)
     dc = world_detector_config(cfg)
     model = MaskRCNNC4(dc)
+    if init is not None:  # continue from a checkpoint (its BN statistics are re-estimated at the end)
+        load_state(model, torch_load_weights(Path(init), "detector checkpoint"), Path(init))
     heads = attribute_heads(model)
     crit = DetectorLoss(loss_settings(cfg))
     params = [p for n, p in model.named_parameters() if not n.startswith("resnet.fc.")] + list(heads.parameters())
@@ -170,6 +176,6 @@ def train_world_detector(cfg: Config, out: Path, seed: Optional[int] = None, ste
             _save(copy.deepcopy(model), cfg, t.train_seed + 1, max(1, t.bn_calibration_images // 2), seed, out)
             model.train()
     _save(model, cfg, t.train_seed + 1, t.bn_calibration_images, seed, out)
-    return {"out": str(out), "seed": seed, "train_seed": t.train_seed, "steps": steps,
+    return {"out": str(out), "seed": seed, "init": str(init) if init else None, "train_seed": t.train_seed, "steps": steps,
             "batch_images": t.batch_images, "seconds": round(time.perf_counter() - t0, 1),
             "history": history}
