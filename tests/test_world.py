@@ -303,11 +303,28 @@ def test_config_overrides_propagate(tmp_path):
     assert set(rpn.boxes) == set(refer.img_by_id)
 
 
-def test_a_detector_of_another_width_is_refused(tmp_path):
-    cfg = load_config("demo", ["world.n_images=2", "model.feat_channels=32", "model.head_mid_channels=16",
-                               "model.head_out_channels=64"])
-    with pytest.raises(SepNMSError, match="detector.width=2"):
-        build_world(tmp_path / "w", cfg, seed=5, progress=False, quality=False)
+def test_a_detector_of_another_width_is_refused(tmp_path, capsys):
+    """A world narrower than the shipped detector: one line naming the checkpoint, nothing written."""
+    from sepnms.cli import main
+    from sepnms.world.detector import SHIPPED_CHECKPOINT
+
+    rc = main(["world", "--out", str(tmp_path / "w"), "-q", "--set", "world.n_images=2", "--set",
+               "model.feat_channels=32", "--set", "model.head_mid_channels=16", "--set", "model.head_out_channels=64"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(SHIPPED_CHECKPOINT) in err and "(detector.width=2)" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_missing_world_checkpoint_is_one_line(tmp_path, capsys):
+    from sepnms.cli import main
+
+    rc = main(["world", "--out", str(tmp_path / "w"), "-q", "--set", "world.n_images=2",
+               "--set", f"world_detector.checkpoint={tmp_path / 'absent.pth'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"sepnms world: error: world_detector.checkpoint: {tmp_path / 'absent.pth'} not "
+                               "found (train one with `sepnms world train-detector --out FILE`)")
+    assert not (tmp_path / "w").exists()
 
 
 # ---------------------------------------------------------------------------------------

@@ -121,7 +121,11 @@ def build_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progress
     from sepnms.io.rpn import load_rpn
     from sepnms.world import generate_world
 
+    from sepnms.detection.checkpoint import load_detector
+    from sepnms.world.detector import world_checkpoint, world_detector_config
+
     out_dir = Path(out_dir)
+    load_detector(world_checkpoint(cfg), world_detector_config(cfg))  # refuse before writing anything
     summary = generate_world(out_dir, cfg, seed, progress=progress)
     t0 = time.perf_counter()
     paths = world_detect(out_dir, progress=progress)
