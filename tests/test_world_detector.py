@@ -105,3 +105,18 @@ def test_world_quality_report_section(tiny_world):
     text = path.read_text()
     assert f"box AP50 (COCOeval" in text and f"{q['box_ap50']:.3f}" in text
     assert "linear probe of colour" not in text and "linear probe of color" in text
+
+
+def test_training_is_seeded(tmp_path):
+    """Same seed, same weights (one CPU thread); another seed, other weights."""
+    from sepnms.io.checkpoints import torch_load_weights
+    from sepnms.world.train_detector import train_world_detector
+
+    cfg = load_config("demo", ["world_detector.bn_calibration_images=1", "world_detector.log_every=1"])
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        out = train_world_detector(cfg, tmp_path / f"{name}.pth", seed=seed, steps=2)
+        assert len(out["history"]) == 2 and out["steps"] == 2
+        runs[name] = torch_load_weights(tmp_path / f"{name}.pth", "detector checkpoint")
+    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert not torch.equal(runs["a"]["rpn_net.weight"], runs["c"]["rpn_net.weight"])
