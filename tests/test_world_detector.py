@@ -1,7 +1,6 @@
 """The world's trained detector: its training losses, the shipped checkpoint and its quality."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -103,7 +102,7 @@ def test_world_quality_report_section(tiny_world):
     path = tiny_world / "report_test.md"
     write_report(path, {}, [], 3.0, world_summary={"n_images": 24, "quality": q})
     text = path.read_text()
-    assert f"box AP50 (COCOeval" in text and f"{q['box_ap50']:.3f}" in text
+    assert "box AP50 (COCOeval" in text and f"{q['box_ap50']:.3f}" in text
     assert "linear probe of colour" not in text and "linear probe of color" in text
 
 

