@@ -319,7 +319,7 @@ class WorldDetectorConfig(_Section):
     """The trained checkpoint the world uses; None = the one shipped in the package."""
     train_seed: int = 9_000_017
     """Scenes of training step s come from ``numpy.random.default_rng([train_seed, s])``."""
-    steps: int = Field(6000, ge=1)
+    steps: int = Field(3500, ge=1)
     batch_images: int = Field(2, ge=1)
     lr: float = 2e-3
     """AdamW learning rate (linear warm-up, then cosine decay to ``lr * lr_final``)."""
