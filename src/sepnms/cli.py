@@ -118,6 +118,12 @@ def cmd_world(args) -> None:
     print(f"world written to {args.out}; next: sepnms prepare --config {Path(args.out) / 'config.yaml'}")
 
 
+def cmd_stats(args) -> None:
+    from sepnms.engine.stats import dataset_stats
+
+    _print(dataset_stats(_cfg(args), Path(args.mentions) if args.mentions else None))
+
+
 def cmd_prepare(args) -> None:
     from sepnms.engine.prepare import prepare
 
@@ -327,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="train-detector: steps (default world_detector.steps)")
     p.add_argument("--init", default=None, help="train-detector: continue from this checkpoint (new scenes)")
     p.add_argument("--log", default=None, help="train-detector: append the training figures (JSON lines) to this file")
+
+    p = add("stats", cmd_stats, "dataset statistics: objects per image, same-category distractors, expressions per "
+            "referent, relational share, candidates per image after the initial filter")
+    p.add_argument("--mentions", default=None, help="the world's mentions.json (relational share from it, "
+                   "not from the word list)")
 
     p = add("prepare", cmd_prepare, "refer + detector output + GloVe -> vocab, refdb, candidates, GloVe ctxdb")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of a different configuration")

@@ -97,20 +97,14 @@ def world_quality(world_dir: Path, cfg: Optional[Config] = None) -> dict[str, An
     return out
 
 
-def world_statistics(world_dir: Path, scores=None) -> dict[str, Any]:
-    """``sepnms.evaluation.dataset_stats`` of the world (relational share from ``mentions.json``)."""
-    from sepnms.data.refdb import load_refer
-    from sepnms.evaluation.dataset_stats import dataset_statistics
-    from sepnms.io.rpn import load_rpn
-    from sepnms.world import load_mentions
+def world_statistics(world_dir: Path) -> dict[str, Any]:
+    """``sepnms stats`` of the world (relational share from its ``mentions.json``)."""
+    from sepnms.engine.stats import dataset_stats
 
     world_dir = Path(world_dir)
-    cfg = load_config(str(world_dir / "config.yaml"))
-    refer = load_refer(cfg)
-    if scores is None:
-        scores = load_rpn(world_dir / WORLD_OUTPUTS["rpn_boxes"], world_dir / WORLD_OUTPUTS["rpn_box_scores"]).scores
-    return dataset_statistics(refer.refs, refer.instances["annotations"], scores, cfg.prepare.class_prob_threshold,
-                              load_mentions(world_dir / "mentions.json"))
+    out = dataset_stats(load_config(str(world_dir / "config.yaml")), world_dir / "mentions.json")
+    out.pop("dataset")
+    return out
 
 
 def build_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progress: bool = True,
@@ -133,7 +127,7 @@ def build_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progress
     rpn = load_rpn(paths["rpn_boxes"], paths["rpn_box_scores"])
     n = max(1, len(rpn.boxes))
     summary["mean_proposals"] = round(sum(len(v) for v in rpn.boxes.values()) / n, 2)
-    summary.update(world_statistics(out_dir, rpn.scores))
+    summary.update(world_statistics(out_dir))
     summary["mattnet_dets_per_image"] = round(len(json.loads(Path(paths["dets"]).read_text())) / n, 2)
     if quality:
         t1 = time.perf_counter()
