@@ -51,6 +51,9 @@ class ImageTargets:
 
 @dataclass(frozen=True)
 class LossSettings:
+    """Sampling and matching of the losses (``world_detector.*`` fills them; py-faster-rcnn's values
+    except ``roi_batch`` 64 instead of 128 and the proposal counts, sized for small images)."""
+
     rpn_batch: int = 256
     rpn_fg_fraction: float = 0.5
     rpn_fg_iou: float = 0.7
@@ -84,7 +87,7 @@ class DetectorLoss(nn.Module):
     classification accuracy, no gradient).
     """
 
-    def __init__(self, s: LossSettings, generator: torch.Generator | None = None):
+    def __init__(self, s: LossSettings):
         super().__init__()
         self.s = s
         self.rpn_matcher = Matcher(s.rpn_fg_iou, s.rpn_bg_iou, allow_low_quality_matches=True)
@@ -92,7 +95,6 @@ class DetectorLoss(nn.Module):
         self.rpn_sampler = BalancedPositiveNegativeSampler(s.rpn_batch, s.rpn_fg_fraction)
         self.roi_sampler = BalancedPositiveNegativeSampler(s.roi_batch, s.roi_fg_fraction)
         self.rpn_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), bbox_xform_clip=float("inf"))
-        self.generator = generator
 
     def _encode(self, coder: BoxCoder, gt: Tensor, ref: Tensor) -> Tensor:
         return coder.encode_single(_plus_one(gt), _plus_one(ref))
@@ -168,7 +170,8 @@ class DetectorLoss(nn.Module):
         return out
 
     def _sample(self, sampler: BalancedPositiveNegativeSampler, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Seeded sampling (the sampler draws with ``torch.randperm``, the global generator)."""
+        """(positive mask, negative mask) of one image; the sampler draws with ``torch.randperm`` from
+        the global generator, which the trainer seeds."""
         pos, neg = sampler([labels])
         return pos[0].bool(), neg[0].bool()
 
