@@ -76,34 +76,45 @@ def test_shipped_checkpoint_is_small_and_loads_strictly():
     assert not model.training and float(model.resnet.bn1.running_var.mean()) != pytest.approx(1.0, abs=1e-3)
 
 
-def test_shipped_detector_on_a_fresh_world(tiny_world):
-    """The quality criteria on the tests' small world (seed 0, never a training seed): box AP50
-    (COCOeval) and linear probes of category, colour and size on held-out images.  The bounds sit
-    below the goal (AP50 0.8, probes 0.95) because 24 images give wide intervals; docs/METHOD.md
-    holds the figures on a full-size world."""
+@pytest.fixture(scope="module")
+def fresh_world(tmp_path_factory):
+    """An 80-image world of seed 7 (the detector trained on scenes of train_seed 9000017 only)."""
+    from sepnms.engine.world import build_world
+
+    out = tmp_path_factory.mktemp("fresh_world")
+    summary = build_world(out, load_config("demo", ["world.n_images=80"]), seed=7, progress=False)
+    return out, summary
+
+
+def test_shipped_detector_on_a_fresh_world(fresh_world):
+    """The quality criteria on a fresh 80-image world: box AP50 (COCOeval) and linear probes of
+    category, colour and size on held-out images (fit on ~220 objects).  Bounds sit below the
+    goal (AP50 0.8, probes 0.95 on a 400-image world, docs/METHOD.md) for the smaller fit set;
+    measured here: AP50 0.966, category 0.892, colour 0.996, size 0.969."""
     import json
 
-    from sepnms.engine.world import world_quality
-
-    q = world_quality(tiny_world)
-    assert json.loads((tiny_world / "quality.json").read_text()) == q
-    assert q["box_ap50"] >= 0.7, q
+    out, summary = fresh_world
+    q = summary["quality"]
+    assert json.loads((out / "quality.json").read_text()) == q
+    assert q["box_ap50"] >= 0.9, q
     for attr in ("category", "color", "size"):
         p = q["probes"][attr]
-        assert p["n_test"] >= 30 and p["accuracy"] >= 0.85 and p["accuracy"] > p["majority"] + 0.2, (attr, p)
+        assert p["n_test"] >= 150 and p["accuracy"] >= 0.85 and p["accuracy"] > p["majority"] + 0.3, (attr, p)
+    # MAttNet's own detections: about one per object, as with the released detector on RefCOCO
+    assert 0.7 * summary["objects_per_image"] <= summary["mattnet_dets_per_image"] <= 1.3 * summary["objects_per_image"]
 
 
-def test_world_quality_report_section(tiny_world):
+def test_world_quality_report_section(fresh_world, tmp_path):
     """The demo report's data section shows the detector's quality."""
-    from sepnms.engine.world import world_quality
     from sepnms.evaluation.report import write_report
 
-    q = world_quality(tiny_world)
-    path = tiny_world / "report_test.md"
-    write_report(path, {}, [], 3.0, world_summary={"n_images": 24, "quality": q})
+    _, summary = fresh_world
+    path = tmp_path / "report.md"
+    write_report(path, {}, [], 3.0, world_summary=summary)
     text = path.read_text()
-    assert "box AP50 (COCOeval" in text and f"{q['box_ap50']:.3f}" in text
-    assert "linear probe of colour" not in text and "linear probe of color" in text
+    assert "box AP50 (COCOeval" in text and f"{summary['quality']['box_ap50']:.3f}" in text
+    assert "linear probe of category" in text and "linear probe of size" in text
+    assert f"| world: objects_per_image | {summary['objects_per_image']} |" in text
 
 
 def test_training_is_seeded(tmp_path):
