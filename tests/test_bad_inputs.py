@@ -475,7 +475,7 @@ def test_image_whose_annotations_are_missing(tiny_world, prepared_copy, tmp_path
     instances_path(world).write_text(json.dumps(inst))
     n_refs = sum(1 for r in refs if int(r["image_id"]) == iid)
     rc, out, err = cli(capsys, "prepare", world, work, "--overwrite")
-    assert_one_clear_error(rc, out, err, "prepare", refs_path(world), f"{n_refs} of 57 refs",
+    assert_one_clear_error(rc, out, err, "prepare", refs_path(world), f"{n_refs} of {len(refs)} refs",
                            f"name ann_ids absent from {instances_path(world)}", "instances.json lacks some annotations")
     assert_prepare_untouched(work, before, tmp_path)
 
@@ -493,7 +493,7 @@ def test_duplicate_sent_ids(tiny_world, prepared_copy, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("how,problem", [
-    ("ann ids of another dataset", "57 of 57 refs (100%) name ann_ids absent from"),
+    ("ann ids of another dataset", "{n} of {n} refs (100%) name ann_ids absent from"),
     ("same ann ids, other objects", "refs disagree with their annotation in"),
 ])
 def test_refs_and_instances_of_different_datasets(tiny_world, prepared_copy, tmp_path, capsys, how, problem):
@@ -509,6 +509,7 @@ def test_refs_and_instances_of_different_datasets(tiny_world, prepared_copy, tmp
             a["id"] = new
     instances_path(world).write_text(json.dumps(inst))
     rc, out, err = cli(capsys, "prepare", world, work, "--overwrite")
+    problem = problem.format(n=len(load_refs(world)))  # every ref of the world
     assert_one_clear_error(rc, out, err, "prepare", refs_path(world), problem, "refs and instances are from different datasets")
     assert_prepare_untouched(work, before, tmp_path)
 
