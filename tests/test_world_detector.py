@@ -130,3 +130,17 @@ def test_training_is_seeded(tmp_path):
         runs[name] = torch_load_weights(tmp_path / f"{name}.pth", "detector checkpoint")
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     assert not torch.equal(runs["a"]["rpn_net.weight"], runs["c"]["rpn_net.weight"])
+
+
+def test_init_continues_from_a_checkpoint_on_new_scenes(tmp_path):
+    from sepnms.io.checkpoints import torch_load_weights
+    from sepnms.world.detector import SHIPPED_CHECKPOINT
+    from sepnms.world.train_detector import train_world_detector
+
+    cfg = load_config("demo", ["world_detector.bn_calibration_images=1", "world_detector.lr=1e-5"])
+    out = train_world_detector(cfg, tmp_path / "c.pth", steps=1, init=SHIPPED_CHECKPOINT)
+    assert out["train_seed"] == cfg.world_detector.train_seed + 1000 and out["init"] == str(SHIPPED_CHECKPOINT)
+    a = torch_load_weights(SHIPPED_CHECKPOINT, "detector checkpoint")
+    b = torch_load_weights(tmp_path / "c.pth", "detector checkpoint")
+    w = "cls_score_net.weight"
+    assert not torch.equal(a[w], b[w]) and float((a[w] - b[w]).abs().max()) < 1e-3  # one small step away
