@@ -44,7 +44,7 @@ def build_workdir(root: Path, n_images: int, size: str = "paper", seed: int = 0,
     """Generate a world of ``n_images`` at ``size`` model dims under ``root``, prepare it and
     (``encode``) cache the sentence vectors.  Returns (config, the overrides that give it from
     ``<root>/world/config.yaml``, for subprocesses)."""
-    from sepnms.world import generate_world
+    from sepnms.engine.world import build_world
     from sepnms.engine.encode_text import encode_text
     from sepnms.engine.prepare import prepare
 
@@ -54,7 +54,7 @@ def build_workdir(root: Path, n_images: int, size: str = "paper", seed: int = 0,
     root = Path(root)
     model = model_overrides(size)
     world = root / "world"
-    generate_world(world, load_config("demo", model + [f"world.n_images={n_images}"]), seed, progress=False)
+    build_world(world, load_config("demo", model + [f"world.n_images={n_images}"]), seed, progress=False)
     word_dim = load_config(size).model.word_dim
     glove = _glove_of_dim(world, word_dim, root / f"glove.{word_dim}d.txt")
     overrides = model + (PAPER_TEXT if size == "paper" else []) + [

@@ -29,12 +29,12 @@ def main() -> None:
     args = ap.parse_args()
     print(machine(args.device))
     from sepnms.config import load_config
-    from sepnms.world import generate_world
+    from sepnms.engine.world import build_world
 
     with tempfile.TemporaryDirectory(prefix="bench_ground_") as tmp:
         root = Path(tmp)
         model = model_overrides("paper")
-        generate_world(root / "world", load_config("demo", model + [f"world.n_images={args.images}"]), 0, progress=False)
+        build_world(root / "world", load_config("demo", model + [f"world.n_images={args.images}"]), 0, progress=False)
         paper = load_config("paper").grounding.model_dump(mode="json")
         grounding = [f"grounding.{k}={json.dumps(v)}" for k, v in paper.items()]
         cfg = load_config(root / "world" / "config.yaml", model + grounding + [

@@ -8,7 +8,6 @@ import pytest
 #: a tiny world and tiny training: the pipeline end to end in seconds
 TINY = [
     "world.n_images=24",
-    "world.n_proposals=40",
     "train.epochs=2",
     "train.batch_size=8",
     "train.eval_every=5",
@@ -24,10 +23,10 @@ TINY = [
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     from sepnms.config import load_config
-    from sepnms.world import generate_world
+    from sepnms.engine.world import build_world
 
     out = tmp_path_factory.mktemp("world")
-    generate_world(out, load_config("demo", TINY), seed=0, progress=False)
+    build_world(out, load_config("demo", TINY), seed=0, progress=False, quality=False)
     return out
 
 

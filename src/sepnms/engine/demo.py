@@ -77,7 +77,8 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     export -> report.  Returns the metrics of ``<workdir>/metrics.json``."""
     from sepnms.clip.finetune import clip_finetune
     from sepnms.clip.labeller import clip_ctx
-    from sepnms.world import generate_world, load_mentions
+    from sepnms.engine.world import build_world
+    from sepnms.world import load_mentions
 
     workdir = Path(workdir).resolve()
     overrides = list(overrides or [])
@@ -94,7 +95,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
 
     world_dir = workdir / "world"
     base = load_config("demo", overrides + [f"seed={seed}"])
-    world_summary = timed("world", generate_world, world_dir, base, seed, progress)
+    world_summary = timed("world", build_world, world_dir, base, seed, progress)
     common = overrides + [f"seed={seed}", f"workdir={workdir / 'work'}", "evaluate.ctx_source=mentions"]
     cfg = load_config(world_dir / "config.yaml", common)
     save_portable_config(cfg, workdir / "config.yaml")  # `sepnms show/predict/gallery -c <workdir>/config.yaml`

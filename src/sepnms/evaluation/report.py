@@ -69,6 +69,13 @@ def write_report(
     if world_summary:
         lines += ["## Data", "", "| quantity | value |", "|---|---:|"]
         lines += [f"| world: {k} | {v} |" for k, v in world_summary.items() if isinstance(v, (int, float, str))]
+        q = world_summary.get("quality")
+        if isinstance(q, Mapping):
+            lines.append(f"| world detector: box AP50 (COCOeval, this world's images, unseen in its training) | "
+                         f"{q['box_ap50']:.3f} |")
+            for attr, p in q.get("probes", {}).items():
+                lines.append(f"| world detector C4: linear probe of {attr} (held-out images; majority "
+                             f"{p['majority']:.2f}) | {p['accuracy']:.3f} |")
         if prepare_summary:
             for k, v in prepare_summary.items():
                 if isinstance(v, dict):

