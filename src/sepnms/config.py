@@ -162,6 +162,10 @@ class EvaluateConfig(_Section):
     top_n_export: int = Field(0, ge=0)
     """``export``: 0 = conf-selected at the conf chosen above (file ``..._0.json``, Ref-NMS's naming;
     give MAttNet ``--top-N 0``); N > 0 = the N best proposals per expression (``..._N.json``)."""
+    mattnet_dets: bool = True
+    """With the detector's output configured (``paths.rpn_boxes`` / ``rpn_box_scores``): also evaluate
+    MAttNet's own detections (``mattnet_dets``) and every method at their budget (``M@mattnet_dets``:
+    as many proposals per expression as ``mattnet_dets``, per split)."""
     ctx_source: str = "train"
     """Which ctxdb (``prepare/ctxdb_<source>.json``) gives the context boxes of the context
     recall: ``train`` (= train.ctx_source), ``glove``, ``clip``, or another written one (the demo

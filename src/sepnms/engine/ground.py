@@ -30,6 +30,7 @@ from tqdm import tqdm
 from sepnms import __version__
 from sepnms.config import Config
 from sepnms.engine.checkpoint import save_checkpoint
+from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
 from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
 from sepnms.engine.train_guard import run_lock
 from sepnms.engine.ground_data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
@@ -228,19 +229,14 @@ def gt_sets(data: GroundingData, split: str) -> dict[int, CandidateSet]:
     return out
 
 
-def mattnet_det_sets(cfg: Config, data: GroundingData, split: str) -> dict[int, CandidateSet]:
+def mattnet_det_sets(budgets: Budgets, data: GroundingData, split: str) -> dict[int, CandidateSet]:
     """The detector's per-image detections under MAttNet's rule (per class NMS, score threshold)."""
-    from sepnms.detection.dets import mattnet_detections
-    from sepnms.io.rpn import load_rpn
-
-    rpn = load_rpn(cfg.need_path("rpn_boxes"), cfg.need_path("rpn_box_scores"))
     per_image: dict[int, CandidateSet] = {}
     out = {}
     for rid in data.ref_ids(split):
         iid = data.refs[rid]["image_id"]
         if iid not in per_image:
-            boxes, scores = rpn.get(iid)
-            dets = mattnet_detections(boxes, scores)
+            dets = budgets.dets.of_image(iid)
             per_image[iid] = CandidateSet(iid, np.array([d.box for d in dets], np.float32).reshape(-1, 4),
                                           np.array([d.class_index for d in dets], np.int64))
         for s in data.refs[rid]["sent_ids"]:
@@ -248,14 +244,17 @@ def mattnet_det_sets(cfg: Config, data: GroundingData, split: str) -> dict[int, 
     return out
 
 
-def fused_sets(cfg: Config, method: str, split: str) -> dict[int, CandidateSet]:
-    """The kept proposals of a fused first-stage table, at the conf ``evaluate`` chooses for it."""
+def fused_sets(budgets: Budgets, method: str, split: str) -> dict[int, CandidateSet]:
+    """The kept proposals of a fused first-stage table, at the conf ``evaluate`` chooses for it:
+    ``method`` is a fused method ``M`` or ``M@mattnet_dets`` (``M`` at the budget of MAttNet's
+    detections; :mod:`sepnms.engine.budget`)."""
     from sepnms.engine.evaluate import fused_path
-    from sepnms.evaluation.metrics import SCORE_COLUMN, choose_conf, select_by_conf
+    from sepnms.evaluation.metrics import SCORE_COLUMN, select_by_conf
     from sepnms.io.proposals import read_proposals
 
-    table = read_proposals(fused_path(cfg, method, split))
-    conf = choose_conf(table, cfg.evaluate.target_proposals, cfg.evaluate.conf_grid_size)
+    base, _ = split_method(method)
+    table = read_proposals(fused_path(budgets.cfg, safe_name(base, "method name"), split))
+    conf = budgets.selection_conf(table, method, split)
     out = {}
     for e in table:
         keep = select_by_conf(e.scores[SCORE_COLUMN], conf)
@@ -451,26 +450,30 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
 
 
 def default_methods(cfg: Config) -> list[str]:
-    """``gt``, ``mattnet_dets`` (when the detector's output is configured) and every fused table."""
+    """``gt``, ``mattnet_dets`` (when the detector's output is configured), every fused table ``M``
+    and, with ``mattnet_dets`` and ``evaluate.mattnet_dets``, ``M@mattnet_dets``."""
     names = ["gt"]
-    if cfg.paths.rpn_boxes is not None and cfg.paths.rpn_box_scores is not None:
-        names.append("mattnet_dets")
+    dets = has_mattnet_dets(cfg)
+    if dets:
+        names.append(MATTNET_DETS)
     fused = Path(cfg.workdir) / "fused"
     if fused.is_dir():
-        names += sorted(p.name for p in fused.iterdir() if p.is_dir())
+        fused_names = sorted(p.name for p in fused.iterdir() if p.is_dir())
+        names += fused_names
+        if dets and cfg.evaluate.mattnet_dets:
+            names += [n + AT_MATTNET_DETS for n in fused_names]
     return names
 
 
-def candidate_sets(cfg: Config, data: GroundingData, method: str, split: str,
+def candidate_sets(budgets: Budgets, data: GroundingData, method: str, split: str,
                    dets_files: Optional[dict[str, Path]] = None) -> dict[int, CandidateSet]:
     if dets_files and method in dets_files:
         return file_sets(dets_files[method], data, split)
     if method == "gt":
         return gt_sets(data, split)
-    if method == "mattnet_dets":
-        return mattnet_det_sets(cfg, data, split)
-    safe_name(method, "method name")
-    return fused_sets(cfg, method, split)
+    if method == MATTNET_DETS:
+        return mattnet_det_sets(budgets, data, split)
+    return fused_sets(budgets, method, split)
 
 
 def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[list[str]] = None,
@@ -492,6 +495,7 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
     names = list(methods or default_methods(cfg)) + [n for n in dets_files if n not in (methods or [])]
     splits = list(splits or cfg.evaluate.splits)
     net, vocab = load_trained(cfg, checkpoint)
+    budgets = Budgets(cfg)
     data = GroundingData.open(cfg)
     feats = VisualFeatures(cfg, data, size=0)
     results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -499,7 +503,7 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
     pred_dir = ground_dir(cfg) / "predictions"
     for name in names:
         for split in splits:
-            sets = candidate_sets(cfg, data, name, split, dets_files)
+            sets = candidate_sets(budgets, data, name, split, dets_files)
             preds = predict(net, vocab, feats, data, sets, cfg, progress, desc=f"ground {name} {split}")
             m = accuracy_of(data, split, preds)
             hits.setdefault(name, {})[split] = dict(zip((str(s) for s in data.sent_ids(split)), m.pop("hits")))
@@ -539,7 +543,7 @@ def load_hits(cfg: Config) -> dict[str, dict[str, dict[int, float]]]:
 
 #: the demo's comparisons of the two-stage table (Sep-NMS proposals against the detector's and Ref-NMS's)
 DEMO_PAIRS = (("sepnms", "det"), ("sepnms", "refnms"), ("sepnms", "mattnet_dets"),
-              ("sepnms_clipctx_clipfuse", "sepnms"))
+              ("sepnms@mattnet_dets", "mattnet_dets"), ("sepnms_clipctx_clipfuse", "sepnms"))
 
 
 def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True) -> str:
@@ -549,7 +553,7 @@ def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True
     from sepnms.evaluation.ground_report import ground_section
 
     summary = train_grounding(cfg, resume=False, progress=progress)
-    methods = ["gt", "mattnet_dets"] + [m for m in public if m not in ("gt", "mattnet_dets")]
+    methods = ["gt", MATTNET_DETS] + [m for m in public if m not in ("gt", MATTNET_DETS)]
     results = evaluate_grounding(cfg, methods, progress=progress)
     for name, per_split in results.items():
         for split, m in per_split.items():
