@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from sepnms.errors import ConfigError
 
@@ -128,6 +128,10 @@ class TrainConfig(_Section):
     plateau_patience: int = Field(1, ge=0)
     min_lr_ratio: float = Field(0.01, gt=0, le=1)
     eval_every: int = Field(1000, ge=1)
+    early_stop_patience: Optional[PositiveInt] = None
+    """Stop after this many validations in a row (every ``eval_every`` steps) that do not lower the
+    best validation loss; ``best.pt`` keeps the best weights.  ``epochs`` (and ``max_steps``) bound
+    the run; None = train every epoch."""
     checkpoint_every: int = Field(200, ge=1)
     num_workers: int = Field(0, ge=0)
     train_split: str = "train"
@@ -353,9 +357,13 @@ class GroundingConfig(_Section):
     lr_decay_start: int = 8000
     lr_decay_every: int = 8000
     lr_decay: float = 0.1
-    max_iters: int = 30000
-    eval_every: int = 2000
-    checkpoint_every: int = 500
+    max_iters: PositiveInt = 30000
+    """The bound of a run (with ``early_stop_patience`` it may stop before)."""
+    eval_every: PositiveInt = 2000
+    early_stop_patience: Optional[PositiveInt] = None
+    """Stop after this many validations in a row (every ``eval_every`` iterations) that do not raise
+    the best validation accuracy; ``best.pt`` keeps the best weights.  None = run ``max_iters``."""
+    checkpoint_every: PositiveInt = 500
     train_split: str = "train"
     val_split: str = "val"
     val_max_sentences: Optional[int] = None

@@ -4,7 +4,8 @@
 ranking with one visual and one language negative per sentence, value clipping of gradients,
 ``lr x decay ** ((it - start) / every)`` after ``start``); every ``eval_every`` iterations the
 ground-truth-box accuracy on ``grounding.val_split`` is measured and the best weights kept as
-``<workdir>/models/mattnet/best.pt``; ``last.pt`` (every ``checkpoint_every``) resumes to the same
+``<workdir>/models/mattnet/best.pt`` (with ``grounding.early_stop_patience`` P, the run stops after P
+validations in a row without a higher accuracy; ``max_iters`` bounds it); ``last.pt`` (every ``checkpoint_every``) resumes to the same
 result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank takes its own
 images; the effective batch is ``WORLD_SIZE x batch_images``).
 
@@ -30,6 +31,7 @@ from tqdm import tqdm
 from sepnms import __version__
 from sepnms.config import Config
 from sepnms.engine.checkpoint import save_checkpoint
+from sepnms.engine.early_stop import should_stop
 from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
 from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
 from sepnms.engine.train_guard import run_lock
@@ -392,7 +394,10 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
     net.train()
     bar = tqdm(total=g.max_iters, initial=state["iter"], desc="ground train", disable=not progress or rank != 0)
     steps_this_call, data_time, step_time, sentences = 0, 0.0, 0.0, 0
-    while state["iter"] < g.max_iters:
+    def stop_early() -> bool:
+        return should_stop(state["history"], "iter", state["best_iter"], g.early_stop_patience)
+
+    while state["iter"] < g.max_iters and not stop_early():
         t0 = time.perf_counter()
         batch = sampler.batch(state["iter"])
         t1 = time.perf_counter()
@@ -425,6 +430,10 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
             validate()
         if state["iter"] % g.checkpoint_every == 0 or state["iter"] % g.eval_every == 0:
             save(last)
+        if stop_early():
+            log.info("ground train: stopped at iteration %d, %d validations without a higher accuracy than "
+                     "iteration %d's", state["iter"], g.early_stop_patience, state["best_iter"])
+            break
         if stop_after_steps is not None and steps_this_call >= stop_after_steps and state["iter"] < g.max_iters:
             bar.close()
             if writer:
@@ -436,8 +445,9 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
     save(last)
     if writer:
         writer.close()
-    summary = {"model": MODEL_NAME, "iterations": state["iter"], "best_val_accuracy": state["best_val"],
-               "best_iter": state["best_iter"], "history": state["history"], "vocab_size": len(vocab),
+    summary = {"model": MODEL_NAME, "iterations": state["iter"], "max_iters": g.max_iters,
+               "best_val_accuracy": state["best_val"], "best_iter": state["best_iter"], "stopped_early": stop_early(),
+               "early_stop_patience": g.early_stop_patience, "history": state["history"], "vocab_size": len(vocab),
                "attribute_loss": att_vocab is not None, "data_time_s": data_time, "compute_time_s": step_time,
                "train_sentences_this_call": sentences, "head_reads": feats.head_reads}
     if rank == 0:
