@@ -117,3 +117,26 @@ def test_second_stage_stops_after_patience_and_resumes_to_the_same(tiny_world, t
     wa = torch.load(tmp_path / "a/models/mattnet/last.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "b/models/mattnet/last.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_report_shows_each_validation_curve_and_the_best_checkpoint(tmp_path):
+    from sepnms.evaluation.plots import plot_training_curves
+    from sepnms.evaluation.report import training_section
+
+    first = {"refnms": {"steps": 8, "max_steps": 40, "steps_per_epoch": 2, "best_step": 4, "best_val_loss": 0.5,
+                        "stopped_early": True, "early_stop_patience": 2,
+                        "history": [{"step": 2, "val_loss": 0.7}, {"step": 4, "val_loss": 0.5},
+                                    {"step": 6, "val_loss": 0.6}, {"step": 8, "val_loss": 0.55}]},
+             "sepnms": {"steps": 4, "max_steps": 4, "steps_per_epoch": 2, "best_step": 4, "best_val_loss": 0.4,
+                        "stopped_early": False, "history": [{"step": 2, "val_loss": 0.9}, {"step": 4, "val_loss": 0.4}]}}
+    second = {"iterations": 30, "max_iters": 100, "best_iter": 10, "best_val_accuracy": 0.625, "stopped_early": True,
+              "early_stop_patience": 2, "history": [{"iter": 10, "val_accuracy": 0.625},
+                                                    {"iter": 20, "val_accuracy": 0.5}, {"iter": 30, "val_accuracy": 0.6}]}
+    png = plot_training_curves(first, second, tmp_path / "curves.png")
+    assert png.stat().st_size > 1000
+    text = training_section(first, second, png.name)
+    assert "| refnms | 4 | 8 / 40 | step 4 (epoch 2) | val loss 0.5000 | early (2 validations without a new best) |" in text
+    assert "| sepnms | 2 | 4 / 4 | step 4 (epoch 2) | val loss 0.4000 | at its bound |" in text
+    assert "| mattnet | 3 | 30 / 100 | iteration 10 | val accuracy 62.5 % |" in text
+    assert "| 4 | **0.5000** | **0.4000** |" in text and "| 8 | 0.5500 | - |" in text
+    assert "| accuracy | **62.5** | 50.0 | 60.0 |" in text and "![validation curves](curves.png)" in text

@@ -117,6 +117,7 @@ def test_demo_end_to_end(tmp_path):
                        - m["proposals_per_expression"]) <= 0.1
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "## Equal budget" in report and "| sepnms@mattnet_dets - mattnet_dets |" in report
+    assert "## Training: validation curves" in report and (tmp_path / "demo" / "validation_curves.png").is_file()
     assert "Ablation" in report and "sepnms_clipctx_clipfuse" in report and "Two-stage results" in report
     assert "## Paired differences" in report and "| sepnms - refnms |" in report and "| sepnms - det |" in report
     assert (tmp_path / "demo" / "hit_rate_vs_proposals.png").is_file()

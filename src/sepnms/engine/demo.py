@@ -21,7 +21,8 @@ from sepnms.data.refdb import load_refer
 from sepnms.engine.prepare import prepare
 from sepnms.engine.propose import propose
 from sepnms.engine.train import train
-from sepnms.evaluation.report import metrics_table, write_report
+from sepnms.evaluation.plots import plot_training_curves
+from sepnms.evaluation.report import metrics_table, training_section, write_report
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.refer import xywh_to_xyxy
 from sepnms.workdir import save_portable_config
@@ -100,10 +101,11 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     timed("clip-finetune", clip_finetune, cfg, overwrite=True, progress=progress)
     timed("clip-ctx", clip_ctx, cfg, overwrite=True, progress=progress)
 
+    trainings: dict[str, dict[str, Any]] = {}
     for stage_cfg, model_type, score_cfg in ((cfg, "refnms", cfg), (cfg, "sepnms", cfg_score),
                                              (cfg_clip, "sepnms", cfg_clip_score)):
         name = f"{model_type}{'_clipctx' if stage_cfg.train.ctx_source == 'clip' else ''}"
-        timed(f"train {name}", train, stage_cfg, model_type, resume=False, progress=progress)
+        trainings[name] = timed(f"train {name}", train, stage_cfg, model_type, resume=False, progress=progress)
         timed(f"propose {name}", propose, score_cfg, model_type, progress=progress)
     for m in DEMO_METHODS + ABLATION:
         fuse(cfg, m)
@@ -122,12 +124,13 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     names = [m.name for m in DEMO_METHODS]
     names += [n for n in [MATTNET_DETS] + [f"{m}{AT_MATTNET_DETS}" for m in names] if n in written]
     public = {name: {split: {k: v[k] for k in keys} for split, v in written[name].items()} for name in names}
-    two_stage = timed("second stage", demo_second_stage, cfg, public, progress=progress)
+    two_stage, ground_summary = timed("second stage", demo_second_stage, cfg, public, progress=progress)
     atomic_write_json(workdir / "metrics.json", public, indent=2)
     images = []
     for png in sorted((Path(cfg.workdir) / "eval").glob("*.png")):
         shutil.copyfile(png, workdir / png.name)
         images.append(png.name)
+    curves = plot_training_curves(trainings, ground_summary, workdir / "validation_curves.png")
     timings["total"] = sum(timings.values())
     cpu_timings["total"] = sum(cpu_timings.values())
     ablation = {m.name: metrics[m.name] for m in ABLATION}
@@ -146,6 +149,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
                  f"[{page.relative_to(workdir)}]({page.relative_to(workdir)})"]
     write_report(workdir / "report.md", {n: public[n] for n in names}, cfg.evaluate.splits,
                  cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images,
-                 [two_stage, "\n".join(sections)], cpu_timings=cpu_timings,
+                 [training_section(trainings, ground_summary, curves.name), two_stage, "\n".join(sections)],
+                 cpu_timings=cpu_timings,
                  pairs=json.loads((Path(cfg.workdir) / "eval" / "paired_differences.json").read_text()))
     return public

@@ -556,10 +556,10 @@ DEMO_PAIRS = (("sepnms", "det"), ("sepnms", "refnms"), ("sepnms", "mattnet_dets"
               ("sepnms@mattnet_dets", "mattnet_dets"), ("sepnms_clipctx_clipfuse", "sepnms"))
 
 
-def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True) -> str:
+def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True) -> tuple[str, dict[str, Any]]:
     """The demo's second stage: train MAttNet once, score gt boxes, MAttNet's detections and each of
     ``public``'s first stages; add ``downstream_accuracy`` (+ ``_ci``, ``_n``) to ``public``'s split
-    entries (and rows ``gt``, ``mattnet_dets``); return the report section."""
+    entries (and rows ``gt``, ``mattnet_dets``); return the report section and the training summary."""
     from sepnms.evaluation.ground_report import ground_section
 
     summary = train_grounding(cfg, resume=False, progress=progress)
@@ -569,4 +569,4 @@ def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True
         for split, m in per_split.items():
             public.setdefault(name, {}).setdefault(split, {}).update(
                 {k: m[k] for k in ("downstream_accuracy", "downstream_accuracy_ci", "downstream_n")})
-    return ground_section(results, load_hits(cfg), cfg.evaluate.splits, DEMO_PAIRS, summary)
+    return ground_section(results, load_hits(cfg), cfg.evaluate.splits, DEMO_PAIRS, summary), summary

@@ -59,6 +59,56 @@ def equal_budget_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]], s
     return "\n".join(rows)
 
 
+def training_section(first_stage: Mapping[str, Mapping[str, Any]], second_stage: Optional[Mapping[str, Any]] = None,
+                     image: Optional[str] = None) -> str:
+    """Markdown: every training's validation curve and where its best checkpoint (``best.pt``) is.
+
+    ``first_stage``: model name -> ``sepnms train`` summary; ``second_stage``: the ``sepnms ground
+    train`` summary; ``image``: the PNG of :func:`sepnms.evaluation.plots.plot_training_curves`."""
+    lines = ["## Training: validation curves", "",
+             "Each training validates every `eval_every` steps and keeps the best weights as `best.pt` (lowest "
+             "validation loss for the first stages, highest ground-truth-box accuracy for MAttNet); with a "
+             "patience P it stops after P validations in a row without a new best, at the latest at its bound "
+             "(`train.epochs`, `grounding.max_iters`). The proposals and the second stage use `best.pt`.", "",
+             "| model | validations | steps run / bound | best checkpoint at | best | stopped |",
+             "|---|---:|---:|---:|---:|---|"]
+
+    def stopped(s: Mapping[str, Any]) -> str:
+        if s.get("stopped_early"):
+            return f"early ({s.get('early_stop_patience')} validations without a new best)"
+        return "at its bound"
+
+    for name, s in first_stage.items():
+        nb = s.get("steps_per_epoch") or 0
+        epoch = f" (epoch {s['best_step'] / nb:.0f})" if nb and s.get("best_step") is not None else ""
+        lines.append(f"| {name} | {len(s['history'])} | {s['steps']} / {s.get('max_steps', '-')} | "
+                     f"step {s.get('best_step', '-')}{epoch} | val loss {s['best_val_loss']:.4f} | {stopped(s)} |")
+    if second_stage:
+        s = second_stage
+        lines.append(f"| mattnet | {len(s['history'])} | {s['iterations']} / {s.get('max_iters', '-')} | "
+                     f"iteration {s['best_iter']} | val accuracy {_fmt(s['best_val_accuracy'])} % | {stopped(s)} |")
+    lines += ["", "Validation loss of the first stages (bold: the best checkpoint):", ""]
+    steps = sorted({h["step"] for s in first_stage.values() for h in s["history"]})
+    lines += ["| step | " + " | ".join(first_stage) + " |", "|---:|" + "---:|" * len(first_stage)]
+    for step in steps:
+        cells = []
+        for s in first_stage.values():
+            h = next((h for h in s["history"] if h["step"] == step), None)
+            cell = "-" if h is None else f"{h['val_loss']:.4f}"
+            cells.append(f"**{cell}**" if h is not None and step == s.get("best_step") else cell)
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    if second_stage:
+        lines += ["", "Validation accuracy of MAttNet on ground-truth boxes (%, bold: the best checkpoint):", "",
+                  "| iteration | " + " | ".join(str(h["iter"]) for h in second_stage["history"]) + " |",
+                  "|---|" + "---:|" * len(second_stage["history"]),
+                  "| accuracy | " + " | ".join(
+                      (f"**{_fmt(h['val_accuracy'])}**" if h["iter"] == second_stage["best_iter"]
+                       else _fmt(h["val_accuracy"])) for h in second_stage["history"]) + " |"]
+    if image:
+        lines += ["", f"![validation curves]({image})"]
+    return "\n".join(lines)
+
+
 def write_report(
     path: Path, metrics: Mapping[str, Any], splits: list[str], target: float,
     world_summary: Optional[Mapping[str, Any]] = None, prepare_summary: Optional[Mapping[str, Any]] = None,
