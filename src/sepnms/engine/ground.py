@@ -5,8 +5,8 @@ ranking with one visual and one language negative per sentence, value clipping o
 ``lr x decay ** ((it - start) / every)`` after ``start``); every ``eval_every`` iterations the
 ground-truth-box accuracy on ``grounding.val_split`` is measured and the best weights kept as
 ``<workdir>/models/mattnet/best.pt`` (with ``grounding.early_stop_patience`` P, the run stops after P
-validations in a row without a higher accuracy; ``max_iters`` bounds it); ``last.pt`` (every ``checkpoint_every``) resumes to the same
-result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank takes its own
+validations in a row without a higher accuracy; ``max_iters`` bounds it); ``last.pt`` (every
+``checkpoint_every``) resumes to the same result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank takes its own
 images; the effective batch is ``WORLD_SIZE x batch_images``).
 
 ``eval``: for every sentence, score a candidate set with the trained MAttNet and pick the best

@@ -3,7 +3,8 @@
 BCE(ctx) + BCE(ref) at 1:1, mean over all RoIs; Adam with three groups (head / GRU / new layers);
 ReduceLROnPlateau on the validation loss every ``eval_every`` steps; the weights with the lowest
 validation loss are kept as ``best.pt``; with ``train.early_stop_patience`` P the run stops after P
-validations in a row without a new lowest loss (``train.epochs`` / ``max_steps`` bound it).  ``last.pt`` is written every ``checkpoint_every`` steps
+validations in a row without a new lowest loss (``train.epochs`` / ``max_steps`` bound it).
+``last.pt`` is written every ``checkpoint_every`` steps
 (atomically) and holds everything needed to resume to the same result after an interruption:
 model, optimiser, scheduler, position in the epoch, RNG state and history.
 """
