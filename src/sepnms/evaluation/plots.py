@@ -126,7 +126,7 @@ def plot_training_curves(first_stage: Mapping[str, Mapping], second_stage: Optio
             ax.plot([best[0]["step"]], [best[0]["val_loss"]], marker="o", markersize=8, markerfacecolor="none",
                     color=line.get_color())
     ax.set_xlabel("training step")
-    ax.set_ylabel("validation loss (BCE ctx + ref)")
+    ax.set_ylabel("validation loss (BCE: ctx, + ref for Sep-NMS)")
     ax.set_title("first stage")
     ax.grid(True, alpha=0.3)
     if first_stage:
@@ -134,12 +134,12 @@ def plot_training_curves(first_stage: Mapping[str, Mapping], second_stage: Optio
     if second_stage:
         ax = fig.add_subplot(1, n, 2)
         hist = second_stage["history"]
-        ax.plot([h["iter"] for h in hist], [100 * h["val_accuracy"] for h in hist], marker=".", linewidth=1.2,
-                label="mattnet")
+        (line,) = ax.plot([h["iter"] for h in hist], [100 * h["val_accuracy"] for h in hist], marker=".",
+                          linewidth=1.2, label="mattnet")
         best = [h for h in hist if h["iter"] == second_stage.get("best_iter")]
         if best:
             ax.plot([best[0]["iter"]], [100 * best[0]["val_accuracy"]], marker="o", markersize=8,
-                    markerfacecolor="none")
+                    markerfacecolor="none", color=line.get_color())
         ax.set_xlabel("iteration")
         ax.set_ylabel("validation accuracy, gt boxes (%)")
         ax.set_title("second stage (MAttNet)")
