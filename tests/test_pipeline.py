@@ -91,13 +91,13 @@ def test_demo_end_to_end(tmp_path):
     rc = main(["demo", "--workdir", str(tmp_path / "demo"), "--quiet", *sum((["--set", o] for o in TINY), [])])
     assert rc == 0
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    methods = {"det", "refnms", "sepnms", "sepnms_clipctx", "sepnms_clipctx_clipfuse"}
+    first = {"det", "refnms", "sepnms", "sepnms_clipctx", "sepnms_clipctx_clipfuse"}
+    methods = first | {f"{m}@mattnet_dets" for m in first} | {"mattnet_dets"}
     second = {"downstream_accuracy", "downstream_accuracy_ci", "downstream_n"}
-    assert set(metrics) == methods | {"gt", "mattnet_dets"}
-    for name in ("gt", "mattnet_dets"):
-        assert set(metrics[name]) == {"val", "testA", "testB"}
-        assert all(set(m) == second for m in metrics[name].values())
-    for name in methods | {"gt", "mattnet_dets"}:
+    assert set(metrics) == methods | {"gt"}
+    assert set(metrics["gt"]) == {"val", "testA", "testB"}
+    assert all(set(m) == second for m in metrics["gt"].values())
+    for name in methods | {"gt"}:
         for m in metrics[name].values():
             lo, hi = m["downstream_accuracy_ci"]
             assert 0.0 <= lo <= m["downstream_accuracy"] <= hi <= 1.0 and m["downstream_n"] > 0
@@ -111,7 +111,13 @@ def test_demo_end_to_end(tmp_path):
                 assert low <= m[rate] <= high
             assert 0.0 <= m["hit_rate"] <= 1.0 and 0.0 <= m["top1_accuracy"] <= m["hit_rate"] + 1e-9
             assert m["proposals_per_expression"] >= 1.0
+    for split, m in metrics["mattnet_dets"].items():  # every first stage at MAttNet's number of candidates
+        for name in first:
+            assert abs(metrics[f"{name}@mattnet_dets"][split]["proposals_per_expression"]
+                       - m["proposals_per_expression"]) <= 0.1
     report = (tmp_path / "demo" / "report.md").read_text()
+    assert "## Equal budget" in report and "| sepnms@mattnet_dets - mattnet_dets |" in report
+    assert "## Training: validation curves" in report and (tmp_path / "demo" / "validation_curves.png").is_file()
     assert "Ablation" in report and "sepnms_clipctx_clipfuse" in report and "Two-stage results" in report
     assert "## Paired differences" in report and "| sepnms - refnms |" in report and "| sepnms - det |" in report
     assert (tmp_path / "demo" / "hit_rate_vs_proposals.png").is_file()

@@ -505,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["train", "eval"])
     p.add_argument("--no-resume", action="store_true", help="train: start from scratch even if last.pt exists")
     p.add_argument("--methods", nargs="+", default=None,
-                   help="eval: gt, mattnet_dets and/or fused method names (default: gt, mattnet_dets, all fused)")
+                   help="eval: gt, mattnet_dets, fused method names M and/or M@mattnet_dets (default: gt, "
+                        "mattnet_dets, all fused, each also @mattnet_dets)")
     p.add_argument("--dets", nargs="+", default=None, metavar="FILE",
                    help="eval: MAttNet-style detection files, each a method named after its file stem")
     p.add_argument("--splits", nargs="+", default=None, help="eval: default evaluate.splits")

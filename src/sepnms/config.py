@@ -151,6 +151,10 @@ class TrainConfig(_Section):
     plateau_patience: NonNegInt = 1
     min_lr_ratio: IoU = 0.01
     eval_every: PosInt = 1000
+    early_stop_patience: Optional[PosInt] = None
+    """Stop after this many validations in a row (every ``eval_every`` steps) that do not lower the
+    best validation loss; ``best.pt`` keeps the best weights.  ``epochs`` (and ``max_steps``) bound
+    the run; None = train every epoch."""
     checkpoint_every: PosInt = 200
     num_workers: NonNegInt = 0
     train_split: str = "train"
@@ -185,6 +189,10 @@ class EvaluateConfig(_Section):
     top_n_export: NonNegInt = 0
     """``export``: 0 = conf-selected at the conf chosen above (file ``..._0.json``, Ref-NMS's naming;
     give MAttNet ``--top-N 0``); N > 0 = the N best proposals per expression (``..._N.json``)."""
+    mattnet_dets: bool = True
+    """With the detector's output configured (``paths.rpn_boxes`` / ``rpn_box_scores``): also evaluate
+    MAttNet's own detections (``mattnet_dets``) and every method at their budget (``M@mattnet_dets``:
+    as many proposals per expression as ``mattnet_dets``, per split)."""
     ctx_source: str = "train"
     """Which ctxdb (``prepare/ctxdb_<source>.json``) gives the context boxes of the context
     recall: ``train`` (= train.ctx_source), ``glove``, ``clip``, or another written one (the demo
@@ -445,7 +453,11 @@ class GroundingConfig(_Section):
     lr_decay_every: PosInt = 8000
     lr_decay: IoU = 0.1
     max_iters: PosInt = 30000
+    """The bound of a run (with ``early_stop_patience`` it may stop before)."""
     eval_every: PosInt = 2000
+    early_stop_patience: Optional[PosInt] = None
+    """Stop after this many validations in a row (every ``eval_every`` iterations) that do not raise
+    the best validation accuracy; ``best.pt`` keeps the best weights.  None = run ``max_iters``."""
     checkpoint_every: PosInt = 500
     train_split: str = "train"
     val_split: str = "val"

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from sepnms.config import Config, load_config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_recall, save_ctxdb
+from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
 from sepnms.engine.gallery import gallery
@@ -20,7 +21,8 @@ from sepnms.data.refdb import load_refer
 from sepnms.engine.prepare import prepare
 from sepnms.engine.propose import propose
 from sepnms.engine.train import train
-from sepnms.evaluation.report import metrics_table, write_report
+from sepnms.evaluation.plots import plot_training_curves
+from sepnms.evaluation.report import metrics_table, training_section, write_report
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.refer import xywh_to_xyxy
 from sepnms.workdir import save_portable_config
@@ -111,10 +113,11 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     timed("clip-finetune", clip_finetune, cfg, overwrite=True, progress=progress)
     timed("clip-ctx", clip_ctx, cfg, overwrite=True, progress=progress)
 
+    trainings: dict[str, dict[str, Any]] = {}
     for stage_cfg, model_type, score_cfg in ((cfg, "refnms", cfg), (cfg, "sepnms", cfg_score),
                                              (cfg_clip, "sepnms", cfg_clip_score)):
         name = f"{model_type}{'_clipctx' if stage_cfg.train.ctx_source == 'clip' else ''}"
-        timed(f"train {name}", train, stage_cfg, model_type, resume=False, progress=progress)
+        trainings[name] = timed(f"train {name}", train, stage_cfg, model_type, resume=False, progress=progress)
         timed(f"propose {name}", propose, score_cfg, model_type, progress=progress)
     for m in DEMO_METHODS + ABLATION:
         fuse(cfg, m)
@@ -126,8 +129,13 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
                for source in ("glove", "clip")}
     keys = ("hit_rate", "hit_rate_ci", "proposals_per_expression", "top1_accuracy", "top1_accuracy_ci",
             "ctx_recall", "ctx_recall_ci", "conf", "n_expressions")
-    public = {m.name: {split: {k: v[k] for k in keys} for split, v in metrics[m.name].items()} for m in DEMO_METHODS}
-    two_stage = timed("second stage", demo_second_stage, cfg, public, progress=progress)
+    # the demo's methods, MAttNet's detections and every method at their budget (M@mattnet_dets), as
+    # written (JSON-safe: the detections' conf is null)
+    written = json.loads((Path(cfg.workdir) / "eval" / "metrics.json").read_text())
+    names = [m.name for m in DEMO_METHODS]
+    names += [n for n in [MATTNET_DETS] + [f"{m}{AT_MATTNET_DETS}" for m in names] if n in written]
+    public = {name: {split: {k: v[k] for k in keys} for split, v in written[name].items()} for name in names}
+    two_stage, ground_summary = timed("second stage", demo_second_stage, cfg, public, progress=progress)
     figures = timed("show", demo_figures, cfg, progress=progress)
     page = timed("gallery", gallery, cfg, progress=progress)
     atomic_write_json(workdir / "metrics.json", public, indent=2)
@@ -135,6 +143,7 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
     for png in sorted((Path(cfg.workdir) / "eval").glob("*.png")):
         shutil.copyfile(png, workdir / png.name)
         images.append(png.name)
+    curves = plot_training_curves(trainings, ground_summary, workdir / "validation_curves.png")
     timings["total"] = sum(timings.values())
     cpu_timings["total"] = sum(cpu_timings.values())
     ablation = {m.name: metrics[m.name] for m in ABLATION}
@@ -153,8 +162,9 @@ def run_demo(workdir: Path, seed: int = 0, overrides: Optional[list[str]] = None
                  f"stage, filters, search): [{page.relative_to(workdir)}]({page.relative_to(workdir)}). "
                  f"`sepnms show --select disagree` figures ({len(figures)}, linked from their cards): "
                  + ", ".join(f"[{f.relative_to(workdir)}]({f.relative_to(workdir)})" for f in figures)]
-    write_report(workdir / "report.md", {m.name: metrics[m.name] for m in DEMO_METHODS}, cfg.evaluate.splits,
+    write_report(workdir / "report.md", {n: public[n] for n in names}, cfg.evaluate.splits,
                  cfg.evaluate.target_proposals, world_summary, prep, quality, timings, images,
-                 [two_stage, "\n".join(sections)], cpu_timings=cpu_timings,
+                 [training_section(trainings, ground_summary, curves.name), two_stage, "\n".join(sections)],
+                 cpu_timings=cpu_timings,
                  pairs=json.loads((Path(cfg.workdir) / "eval" / "paired_differences.json").read_text()))
     return public

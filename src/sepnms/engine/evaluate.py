@@ -19,12 +19,12 @@ from typing import Any, Optional
 from sepnms.config import Config
 from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
 from sepnms.data.refdb import load_refdb
+from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets
 from sepnms.engine.fusion import fuse_table
 from sepnms.workdir import safe_name
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.intervals import DEFAULT_PAIRS, paired_differences, with_intervals
-from sepnms.evaluation.metrics import (choose_conf, conf_sweep, evaluate_at_conf, expression_outcomes, outcome_means,
-                                       sweep_confs)
+from sepnms.evaluation.metrics import conf_sweep, expression_outcomes, outcome_means, sweep_confs
 from sepnms.evaluation.plots import plot_many
 from sepnms.io.atomic import atomic_write_json
 from sepnms.evaluation.export import to_matt_dets
@@ -118,6 +118,12 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     ``evaluate.splits`` it holds (``sepnms.evaluation.released``), with the same intervals; their
     ``conf`` is null (the file is the selection).  With ``dets`` and no fused table, only the
     files are evaluated.
+
+    Equal budget (``evaluate.mattnet_dets``, when ``paths.rpn_boxes`` / ``rpn_box_scores`` are set):
+    ``mattnet_dets`` - MAttNet's per-image detections as the candidates of every expression of the
+    image - is evaluated as a method, and every fused method ``M`` also as ``M@mattnet_dets``: its
+    proposals at the conf that keeps, per split, as many proposals per expression as
+    ``mattnet_dets`` has (:mod:`sepnms.engine.budget`).
     """
     ev = cfg.evaluate
     refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
@@ -129,6 +135,8 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     if not names and not dets:
         raise InputError(Path(cfg.workdir) / "fused", "no fused tables: run `sepnms fuse` first")
     files = _read_det_files(dets or [], refdb, taken=set(names))
+    budgets = Budgets(cfg, refdb)
+    equal_budget = ev.mattnet_dets and has_mattnet_dets(cfg) and MATTNET_DETS not in files
     metrics: dict[str, dict[str, Any]] = {}
     sweeps: dict[str, dict[str, Any]] = {}
     pairs: dict[str, dict[str, Any]] = {}
@@ -140,21 +148,23 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
             path = fused_path(cfg, name, split)
             table = read_proposals(path)
             check_table_covers(table, gt, path, split, refdb_path)
-            conf = choose_conf(table, ev.target_proposals, ev.conf_grid_size)
-            m = evaluate_at_conf(table, gt, ctx, conf, ev.hit_iou)
-            outcomes[name] = expression_outcomes(table, gt, ctx, conf, ev.hit_iou)
-            metrics.setdefault(name, {})[split] = with_intervals({
-                "hit_rate": m["hit_rate"], "proposals_per_expression": m["proposals_per_expression"],
-                "top1_accuracy": m["top1_accuracy"], "ctx_recall": m["ctx_recall"], "conf": m["conf"],
-                "n_expressions": m["n_expressions"],
-                "fused_table_sha256": table_sha256(path),  # export refuses a conf of another table
-            }, outcomes[name], ev.bootstrap_seed, ev.bootstrap_samples)
+            sha = table_sha256(path)  # export refuses a conf of another table
+            for row in [name] + ([name + AT_MATTNET_DETS] if equal_budget else []):
+                conf = budgets.selection_conf(table, row, split)
+                outcomes[row] = expression_outcomes(table, gt, ctx, conf, ev.hit_iou)
+                m = outcome_means(outcomes[row], conf)
+                metrics.setdefault(row, {})[split] = with_intervals(
+                    {**{k: m[k] for k in METRIC_KEYS}, "fused_table_sha256": sha}, outcomes[row], ev.bootstrap_seed,
+                    ev.bootstrap_samples)
             sweeps.setdefault(split, {})[name] = conf_sweep(table, gt, ctx, sweep_confs(table, ev.conf_grid_size), ev.hit_iou)
         # the expressions in the order of the proposal tables (by image, then refdb order), so the
         # means add up in the same order and an export of a fused table scores exactly as above
         gt_in_table_order = {int(e["sent_id"]): gt[int(e["sent_id"])]
                              for exprs in refdb.by_image(split).values() for e in exprs}
-        for name, by_sent in files.items():
+        detections = dict(files)
+        if equal_budget:
+            detections[MATTNET_DETS] = budgets.dets.by_sent(refdb, split)
+        for name, by_sent in detections.items():
             if not any(s in by_sent for s in gt):
                 continue  # the file holds no expression of this split
             outcomes[name] = dets_outcomes(by_sent, gt_in_table_order, ctx, ev.hit_iou)
@@ -169,7 +179,7 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     for name, path in zip(files, dets or []):
         if name not in metrics:
             raise InputError(path, f"holds no expression of evaluate.splits {list(ev.splits)}")
-    names = names + list(files)
+    names = names + list(files) + ([MATTNET_DETS] if equal_budget else [])
     out = Path(cfg.workdir) / "eval"
     atomic_write_json(out / "metrics.json", _json_safe(metrics), indent=2)
     atomic_write_json(out / "paired_differences.json", _json_safe(pairs), indent=2)

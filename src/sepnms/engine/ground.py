@@ -4,8 +4,9 @@
 ranking with one visual and one language negative per sentence, value clipping of gradients,
 ``lr x decay ** ((it - start) / every)`` after ``start``); every ``eval_every`` iterations the
 ground-truth-box accuracy on ``grounding.val_split`` is measured and the best weights kept as
-``<workdir>/models/mattnet/best.pt``; ``last.pt`` (every ``checkpoint_every``) resumes to the same
-result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank takes its own
+``<workdir>/models/mattnet/best.pt`` (with ``grounding.early_stop_patience`` P, the run stops after P
+validations in a row without a higher accuracy; ``max_iters`` bounds it); ``last.pt`` (every
+``checkpoint_every``) resumes to the same result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank takes its own
 images; the effective batch is ``WORLD_SIZE x batch_images``).
 
 ``eval``: for every sentence, score a candidate set with the trained MAttNet and pick the best
@@ -33,7 +34,9 @@ from tqdm import tqdm
 
 from sepnms import __version__
 from sepnms.config import Config
+from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
 from sepnms.engine.checkpoint import load_weights, save_checkpoint
+from sepnms.engine.early_stop import should_stop
 from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
 from sepnms.engine.train_guard import FreshRun, run_lock
 from sepnms.engine.ground_data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
@@ -264,19 +267,14 @@ def gt_sets(data: GroundingData, split: str) -> dict[int, CandidateSet]:
     return out
 
 
-def mattnet_det_sets(cfg: Config, data: GroundingData, split: str) -> dict[int, CandidateSet]:
+def mattnet_det_sets(budgets: Budgets, data: GroundingData, split: str) -> dict[int, CandidateSet]:
     """The detector's per-image detections under MAttNet's rule (per class NMS, score threshold)."""
-    from sepnms.detection.dets import mattnet_detections
-    from sepnms.io.rpn import load_rpn
-
-    rpn = load_rpn(cfg.need_path("rpn_boxes"), cfg.need_path("rpn_box_scores"))
     per_image: dict[int, CandidateSet] = {}
     out = {}
     for rid in data.ref_ids(split):
         iid = data.refs[rid]["image_id"]
         if iid not in per_image:
-            boxes, scores = rpn.get(iid)
-            dets = mattnet_detections(boxes, scores)
+            dets = budgets.dets.of_image(iid)
             per_image[iid] = CandidateSet(iid, np.array([d.box for d in dets], np.float32).reshape(-1, 4),
                                           np.array([d.class_index for d in dets], np.int64), plus_one=True)
         for s in data.refs[rid]["sent_ids"]:
@@ -284,14 +282,17 @@ def mattnet_det_sets(cfg: Config, data: GroundingData, split: str) -> dict[int, 
     return out
 
 
-def fused_sets(cfg: Config, method: str, split: str) -> dict[int, CandidateSet]:
-    """The kept proposals of a fused first-stage table, at the conf ``evaluate`` chooses for it."""
+def fused_sets(budgets: Budgets, method: str, split: str) -> dict[int, CandidateSet]:
+    """The kept proposals of a fused first-stage table, at the conf ``evaluate`` chooses for it:
+    ``method`` is a fused method ``M`` or ``M@mattnet_dets`` (``M`` at the budget of MAttNet's
+    detections; :mod:`sepnms.engine.budget`)."""
     from sepnms.engine.evaluate import fused_path
-    from sepnms.evaluation.metrics import SCORE_COLUMN, choose_conf, select_by_conf
+    from sepnms.evaluation.metrics import SCORE_COLUMN, select_by_conf
     from sepnms.io.proposals import read_proposals
 
-    table = read_proposals(fused_path(cfg, method, split))
-    conf = choose_conf(table, cfg.evaluate.target_proposals, cfg.evaluate.conf_grid_size)
+    base, _ = split_method(method)
+    table = read_proposals(fused_path(budgets.cfg, safe_name(base, "method name"), split))
+    conf = budgets.selection_conf(table, method, split)
     out = {}
     for e in table:
         keep = select_by_conf(e.scores[SCORE_COLUMN], conf)
@@ -428,7 +429,10 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
     net.train()
     bar = tqdm(total=g.max_iters, initial=state["iter"], desc="ground train", disable=not progress or rank != 0)
     steps_this_call, data_time, step_time, sentences = 0, 0.0, 0.0, 0
-    while state["iter"] < g.max_iters:
+    def stop_early() -> bool:
+        return should_stop(state["history"], "iter", state["best_iter"], g.early_stop_patience)
+
+    while state["iter"] < g.max_iters and not stop_early():
         t0 = time.perf_counter()
         batch = sampler.batch(state["iter"])
         t1 = time.perf_counter()
@@ -461,6 +465,10 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
             validate()
         if state["iter"] % g.checkpoint_every == 0 or state["iter"] % g.eval_every == 0:
             save(last)
+        if stop_early():
+            log.info("ground train: stopped at iteration %d, %d validations without a higher accuracy than "
+                     "iteration %d's", state["iter"], g.early_stop_patience, state["best_iter"])
+            break
         if stop_after_steps is not None and steps_this_call >= stop_after_steps and state["iter"] < g.max_iters:
             bar.close()
             if writer:
@@ -472,8 +480,9 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
     save(last)
     if writer:
         writer.close()
-    summary = {"model": MODEL_NAME, "iterations": state["iter"], "best_val_accuracy": state["best_val"],
-               "best_iter": state["best_iter"], "history": state["history"], "vocab_size": len(vocab),
+    summary = {"model": MODEL_NAME, "iterations": state["iter"], "max_iters": g.max_iters,
+               "best_val_accuracy": state["best_val"], "best_iter": state["best_iter"], "stopped_early": stop_early(),
+               "early_stop_patience": g.early_stop_patience, "history": state["history"], "vocab_size": len(vocab),
                "attribute_loss": att_vocab is not None, "data_time_s": data_time, "compute_time_s": step_time,
                "train_sentences_this_call": sentences, "head_reads": feats.head_reads}
     if rank == 0:
@@ -486,26 +495,30 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
 
 
 def default_methods(cfg: Config) -> list[str]:
-    """``gt``, ``mattnet_dets`` (when the detector's output is configured) and every fused table."""
+    """``gt``, ``mattnet_dets`` (when the detector's output is configured), every fused table ``M``
+    and, with ``mattnet_dets`` and ``evaluate.mattnet_dets``, ``M@mattnet_dets``."""
     names = ["gt"]
-    if cfg.paths.rpn_boxes is not None and cfg.paths.rpn_box_scores is not None:
-        names.append("mattnet_dets")
+    dets = has_mattnet_dets(cfg)
+    if dets:
+        names.append(MATTNET_DETS)
     fused = Path(cfg.workdir) / "fused"
     if fused.is_dir():
-        names += sorted(p.name for p in fused.iterdir() if p.is_dir())
+        fused_names = sorted(p.name for p in fused.iterdir() if p.is_dir())
+        names += fused_names
+        if dets and cfg.evaluate.mattnet_dets:
+            names += [n + AT_MATTNET_DETS for n in fused_names]
     return names
 
 
-def candidate_sets(cfg: Config, data: GroundingData, method: str, split: str,
+def candidate_sets(budgets: Budgets, data: GroundingData, method: str, split: str,
                    dets_files: Optional[dict[str, Path]] = None) -> dict[int, CandidateSet]:
     if dets_files and method in dets_files:
         return file_sets(dets_files[method], data, split)
     if method == "gt":
         return gt_sets(data, split)
-    if method == "mattnet_dets":
-        return mattnet_det_sets(cfg, data, split)
-    safe_name(method, "method name")
-    return fused_sets(cfg, method, split)
+    if method == MATTNET_DETS:
+        return mattnet_det_sets(budgets, data, split)
+    return fused_sets(budgets, method, split)
 
 
 def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[list[str]] = None,
@@ -532,6 +545,7 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
     names = list(methods or default_methods(cfg)) + [n for n in dets_files if n not in (methods or [])]
     splits = list(splits or cfg.evaluate.splits)
     net, vocab = load_trained(cfg, checkpoint)
+    budgets = Budgets(cfg)
     data = GroundingData.open(cfg)
     feats = VisualFeatures(cfg, data, size=0)
     results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -539,7 +553,7 @@ def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits:
     pred_dir = ground_dir(cfg) / "predictions"
     for name in names:
         for split in splits:
-            sets = candidate_sets(cfg, data, name, split, dets_files)
+            sets = candidate_sets(budgets, data, name, split, dets_files)
             chosen = predict(net, vocab, feats, data, sets, cfg, progress, desc=f"ground {name} {split}")
             m = accuracy_of(data, split, sets, chosen, cfg.grounding.gt_accuracy)
             hits.setdefault(name, {})[split] = dict(zip((str(s) for s in data.sent_ids(split)), m.pop("hits")))
@@ -580,20 +594,20 @@ def load_hits(cfg: Config) -> dict[str, dict[str, dict[int, float]]]:
 
 #: the demo's comparisons of the two-stage table (Sep-NMS proposals against the detector's and Ref-NMS's)
 DEMO_PAIRS = (("sepnms", "det"), ("sepnms", "refnms"), ("sepnms", "mattnet_dets"),
-              ("sepnms_clipctx_clipfuse", "sepnms"))
+              ("sepnms@mattnet_dets", "mattnet_dets"), ("sepnms_clipctx_clipfuse", "sepnms"))
 
 
-def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True) -> str:
+def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True) -> tuple[str, dict[str, Any]]:
     """The demo's second stage: train MAttNet once, score gt boxes, MAttNet's detections and each of
     ``public``'s first stages; add ``downstream_accuracy`` (+ ``_ci``, ``_n``) to ``public``'s split
-    entries (and rows ``gt``, ``mattnet_dets``); return the report section."""
+    entries (and rows ``gt``, ``mattnet_dets``); return the report section and the training summary."""
     from sepnms.evaluation.ground_report import ground_section
 
     summary = train_grounding(cfg, resume=False, progress=progress)
-    methods = ["gt", "mattnet_dets"] + [m for m in public if m not in ("gt", "mattnet_dets")]
+    methods = ["gt", MATTNET_DETS] + [m for m in public if m not in ("gt", MATTNET_DETS)]
     results = evaluate_grounding(cfg, methods, progress=progress)
     for name, per_split in results.items():
         for split, m in per_split.items():
             public.setdefault(name, {}).setdefault(split, {}).update(
                 {k: m[k] for k in ("downstream_accuracy", "downstream_accuracy_ci", "downstream_n")})
-    return ground_section(results, load_hits(cfg), cfg.evaluate.splits, DEMO_PAIRS, summary)
+    return ground_section(results, load_hits(cfg), cfg.evaluate.splits, DEMO_PAIRS, summary), summary

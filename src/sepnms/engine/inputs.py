@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sepnms.config import Config
-from sepnms.data.candidates import CandidateStore
+from sepnms.data.candidates import Candidates, CandidateStore
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb
 from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.data.sampling import REFERENT, assign_labels, sample_rois
@@ -148,7 +148,9 @@ class TrainingSet(Dataset):
     Item ``epoch * len(self) + i`` is expression ``i`` with its RoIs sampled by a generator seeded
     from (seed, epoch, sent_id): deterministic whatever the worker count, and resumable.  The
     fixed validation sampling uses epoch -1.  RoI pooling (no parameters) happens here, in the
-    loader workers.
+    loader workers.  Each expression's candidate pool and RoI labels do not change between epochs:
+    they are computed once and kept (a third of the data time of a step was reading the pool from
+    ``candidates.h5`` and matching it to the referent and context boxes again).
     """
 
     def __init__(self, ws: Workspace, split: str, max_expressions: Optional[int] = None, fixed_epoch: Optional[int] = None):
@@ -161,6 +163,16 @@ class TrainingSet(Dataset):
             raise InputError(Path(cfg.workdir) / "prepare" / "refdb.json", f"no expression in split {split!r}")
         self.fixed_epoch = fixed_epoch
         self.heads = HeadCache.for_config(cfg, ws.refdb)
+        self._labelled: dict[int, tuple[Candidates, np.ndarray]] = {}
+
+    def labelled(self, e: dict[str, Any]) -> tuple[Candidates, np.ndarray]:
+        """The training pool of the expression's image and its label per candidate (kept)."""
+        sid = int(e["sent_id"])
+        if sid not in self._labelled:
+            cand = self.ws.candidates.get(e["image_id"], training=True)
+            ctx = self.ws.ctxdb.ctx_boxes(sid) if self.ws.ctxdb is not None else np.zeros((0, 4), np.float32)
+            self._labelled[sid] = cand, assign_labels(cand.box, np.asarray(e["gt_box"]), ctx, self.cfg.train.pos_iou)
+        return self._labelled[sid]
 
     def __len__(self) -> int:
         return len(self.expressions)
@@ -174,9 +186,7 @@ class TrainingSet(Dataset):
         cfg, t = self.cfg, self.cfg.train
         sid = int(e["sent_id"])
         rng = np.random.default_rng([cfg.seed, epoch + 1, sid])
-        cand = self.ws.candidates.get(e["image_id"], training=True)
-        ctx = self.ws.ctxdb.ctx_boxes(sid) if self.ws.ctxdb is not None else np.zeros((0, 4), np.float32)
-        labels = assign_labels(cand.box, np.asarray(e["gt_box"]), ctx, t.pos_iou)
+        cand, labels = self.labelled(e)
         idx = sample_rois(labels, rng, t.rois_per_expression, t.max_referent, t.max_positive)
         boxes = torch.from_numpy(cand.box[idx])
         head, scale = self.heads.get(e["image_id"])

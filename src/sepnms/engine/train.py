@@ -2,7 +2,9 @@
 
 BCE(ctx) + BCE(ref) at 1:1, mean over all RoIs; Adam with three groups (head / GRU / new layers);
 ReduceLROnPlateau on the validation loss every ``eval_every`` steps; the weights with the lowest
-validation loss are kept as ``best.pt``.  ``last.pt`` is written every ``checkpoint_every`` steps
+validation loss are kept as ``best.pt``; with ``train.early_stop_patience`` P the run stops after P
+validations in a row without a new lowest loss (``train.epochs`` / ``max_steps`` bound it).
+``last.pt`` is written every ``checkpoint_every`` steps
 (atomically) and holds everything needed to resume to the same result after an interruption:
 model, optimiser, scheduler, position in the epoch, RNG state and history.
 """
@@ -24,6 +26,7 @@ from sepnms.config import Config
 from sepnms.engine.distributed import (all_reduce_sum, barrier, broadcast_buffers, process_group, rank_world,
                                        resolve_device)
 from sepnms.engine.checkpoint import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint
+from sepnms.engine.early_stop import should_stop
 from sepnms.engine.inputs import TrainingSet, Workspace, collate
 from sepnms.engine.train_guard import FreshRun, check_resume_settings, run_lock
 from sepnms.errors import ConfigError, InputError
@@ -66,16 +69,21 @@ class EpochBatches(Sampler[list[int]]):
 
 
 class RoIForward(torch.nn.Module):
-    """Head over pooled RoIs + both branches, as one module (what DDP wraps)."""
+    """Head over pooled RoIs + both branches, as one module (what DDP wraps).
+
+    The head's convolutions run in channels-last memory format (weights and input): the same
+    arithmetic, about a quarter cheaper on CPU for the demo's head (benchmarks/RESULTS.md).
+    """
 
     def __init__(self, model: SepNMSModel):
         super().__init__()
         self.model = model
+        model.head.to(memory_format=torch.channels_last)
 
     def forward(self, pooled, loc, word_ids, word_mask, text_vec):
         """pooled [B, R, C, P, P] -> (ref logit [B, R] or None, ctx logit [B, R])."""
         b, r = pooled.shape[:2]
-        feats = self.model.head(pooled.flatten(0, 1)).view(b, r, -1)
+        feats = self.model.head(pooled.flatten(0, 1).contiguous(memory_format=torch.channels_last)).view(b, r, -1)
         return self.model.relatedness(feats, loc, word_ids, word_mask, text_vec)
 
 
@@ -166,7 +174,8 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
 
     train_set = TrainingSet(ws, t.train_split)
     val_set = TrainingSet(ws, t.val_split, t.val_max_expressions, fixed_epoch=-1)
-    state = {"epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "history": [], "world_size": world}
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_val": math.inf, "best_step": 0, "history": [],
+             "world_size": world}
     last = out / "last.pt"
     if resume and last.is_file():
         ckpt = load_checkpoint(last, cfg, model_type)
@@ -179,6 +188,8 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
+        if "best_step" not in state:  # a checkpoint of an earlier version: the best from its history
+            state["best_step"] = min(state["history"], key=lambda h: h["val_loss"])["step"] if state["history"] else 0
         _set_rng_state(ckpt["rng"])
         log.info("resumed %s at step %d", last, state["step"])
     # --no-resume: the previous run's checkpoints stay until this run has saved one of its own
@@ -239,8 +250,11 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
         if writer:
             writer.add_scalar("val/loss", vloss, state["step"])
         if vloss < state["best_val"]:
-            state["best_val"] = vloss
+            state["best_val"], state["best_step"] = vloss, state["step"]
             save(out / "best.pt")
+
+    def stop_early() -> bool:
+        return should_stop(state["history"], "step", state.get("best_step", 0), t.early_stop_patience)
 
     step_module.train()
     amp = t.amp and device.startswith("cuda")
@@ -250,7 +264,7 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
     tick = time.perf_counter()
     nb = sampler.batches_per_epoch()
     for batch in loader:
-        if state["step"] >= total_steps:
+        if state["step"] >= total_steps or stop_early():
             break
         t0 = time.perf_counter()
         data_time += t0 - tick
@@ -279,6 +293,10 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
             save(last)
         tick = time.perf_counter()
         step_time += tick - t0
+        if stop_early():
+            log.info("%s: stopped at step %d, %d validations without a lower validation loss than step %d's",
+                     name, state["step"], t.early_stop_patience, state["best_step"])
+            break
         if stop_after_steps is not None and steps_this_call >= stop_after_steps:
             bar.close()
             if writer:
@@ -290,8 +308,10 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
     save(last)
     if writer:
         writer.close()
-    summary = {"model": name, "steps": state["step"], "best_val_loss": state["best_val"],
-               "history": state["history"], "data_time_s": data_time, "compute_time_s": step_time,
+    summary = {"model": name, "steps": state["step"], "max_steps": total_steps, "best_val_loss": state["best_val"],
+               "best_step": state.get("best_step"), "stopped_early": stop_early(),
+               "early_stop_patience": t.early_stop_patience, "steps_per_epoch": nb, "history": state["history"],
+               "data_time_s": data_time, "compute_time_s": step_time,
                "train_expressions": len(train_set)}
     if rank == 0:
         atomic_write_json(out / "train_summary.json", summary, indent=2)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 #: train.* settings a resumed run may change: they say how long to run, how often to save and how
 #: to load data, not what the checkpoint's optimiser, schedule and batches were built with
-APPLIED_ON_RESUME = frozenset({"epochs", "max_steps", "checkpoint_every", "num_workers"})
+APPLIED_ON_RESUME = frozenset({"epochs", "max_steps", "early_stop_patience", "checkpoint_every", "num_workers"})
 
 
 class TrainRunLocked(SepNMSError):

@@ -61,7 +61,10 @@ def ground_section(results: Mapping[str, Mapping[str, Mapping[str, Any]]],
              "objects, right when the chosen object is the referent (MAttNet's eval_easy; `grounding.gt_accuracy`); "
              "`mattnet_dets`: the detector's per-image detections (per-class NMS 0.3, score >= 0.65); the other "
              "rows: each first stage's kept proposals (the same proposals as the first-stage table); these right at "
-             "IoU >= 0.5 with the referent (MAttNet's inclusive-pixel IoU, its detections with w = x2 - x1 + 1)."]
+             "IoU >= 0.5 with the referent (MAttNet's inclusive-pixel IoU, its detections with w = x2 - x1 + 1). "
+             "`M@mattnet_dets`: first stage `M` at the budget of "
+             "`mattnet_dets` (its conf chosen per split so that it keeps as many candidates per sentence as "
+             "`mattnet_dets` has), so that a difference to `mattnet_dets` is a better ranking, not a longer list."]
     if summary:
         lines += ["", f"Second stage: {summary.get('iterations')} iterations, best validation accuracy (gt boxes) "
                       f"{_pct(summary.get('best_val_accuracy'))} % at iteration {summary.get('best_iter')}; "

@@ -20,7 +20,7 @@ from sepnms.evaluation.stats import N_BOOT, bootstrap_ci, paired_difference_ci
 RATES = {"hit_rate": "hit", "top1_accuracy": "top1", "ctx_recall": "ctx_recall"}
 
 #: the comparisons of the report: (A, B) -> A - B
-DEFAULT_PAIRS = (("sepnms", "refnms"), ("sepnms", "det"))
+DEFAULT_PAIRS = (("sepnms", "refnms"), ("sepnms", "det"), ("sepnms@mattnet_dets", "mattnet_dets"))
 
 
 def _defined(values: np.ndarray) -> np.ndarray:

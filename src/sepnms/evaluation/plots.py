@@ -107,3 +107,46 @@ def plot_many(
               (marks or {}).get(split), x_max)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_training_curves(first_stage: Mapping[str, Mapping], second_stage: Optional[Mapping], path: str | Path) -> Path:
+    """Validation curves of the demo's trainings, the best validation ringed.
+
+    Args:
+        first_stage: model name -> ``sepnms train`` summary (``history``: ``[{step, val_loss}]``,
+            ``best_step``); one line per model in the left panel (validation loss).
+        second_stage: the ``sepnms ground train`` summary (``history``: ``[{iter, val_accuracy}]``,
+            ``best_iter``) or None; the right panel (ground-truth-box accuracy, %).
+        path: output PNG (written atomically).
+    """
+    n = 2 if second_stage else 1
+    fig = Figure(figsize=(5.5 * n, 4.2))
+    ax = fig.add_subplot(1, n, 1)
+    for name, s in first_stage.items():
+        xs = [h["step"] for h in s["history"]]
+        (line,) = ax.plot(xs, [h["val_loss"] for h in s["history"]], marker=".", linewidth=1.2, label=name)
+        best = [h for h in s["history"] if h["step"] == s.get("best_step")]
+        if best:
+            ax.plot([best[0]["step"]], [best[0]["val_loss"]], marker="o", markersize=8, markerfacecolor="none",
+                    color=line.get_color())
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss (BCE: ctx, + ref for Sep-NMS)")
+    ax.set_title("first stage")
+    ax.grid(True, alpha=0.3)
+    if first_stage:
+        ax.legend(fontsize="small")
+    if second_stage:
+        ax = fig.add_subplot(1, n, 2)
+        hist = second_stage["history"]
+        (line,) = ax.plot([h["iter"] for h in hist], [100 * h["val_accuracy"] for h in hist], marker=".",
+                          linewidth=1.2, label="mattnet")
+        best = [h for h in hist if h["iter"] == second_stage.get("best_iter")]
+        if best:
+            ax.plot([best[0]["iter"]], [100 * best[0]["val_accuracy"]], marker="o", markersize=8,
+                    markerfacecolor="none", color=line.get_color())
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("validation accuracy, gt boxes (%)")
+        ax.set_title("second stage (MAttNet)")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("validation curves (ring: best checkpoint, best.pt)")
+    return _save(fig, path)
