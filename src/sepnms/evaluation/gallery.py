@@ -183,6 +183,7 @@ _CSS = """
 *{box-sizing:border-box}
 body{font-family:system-ui,sans-serif;margin:12px;color:#222;line-height:1.35}
 h1{font-size:1.35em;margin:0 0 6px}
+summary{cursor:pointer;font-size:13px;margin:4px 0}
 .note{font-size:13px;margin:4px 0;max-width:70em}
 .tablewrap{overflow-x:auto;max-width:100%;margin-bottom:10px}
 table{border-collapse:collapse;font-size:13px;white-space:nowrap}
@@ -361,7 +362,7 @@ def _swatch(colour: str, dash: Sequence[float], halo: str, width: float = 2.0) -
 def write_gallery(path: Path, cards: Sequence[Card], methods: Sequence[MethodView], splits: Sequence[str],
                   images: Sequence[tuple[str, int, int]], categories: Sequence[str],
                   metrics: Mapping[str, Any], title: str, page_size: int = 60, card_px: int = 360,
-                  notes: Optional[list[str]] = None, other_rows: Sequence[str] = ()) -> Path:
+                  notes: Optional[list[str]] = None, other_rows: Sequence[str] = (), open_rows: int = 15) -> Path:
     """Write the page (atomically).
 
     Args:
@@ -370,6 +371,8 @@ def write_gallery(path: Path, cards: Sequence[Card], methods: Sequence[MethodVie
         categories: category names, indexed by :class:`MethodOutcome` ``categories``.
         metrics: ``eval/metrics.json``; ``other_rows``: its rows without cards shown in the table.
         card_px: width of a card on a wide screen.
+        open_rows: the metrics table starts unfolded up to this many rows (folded beyond, so
+            that the cards stay near the top).
     """
     e = html.escape
     names = [m.name for m in methods]
@@ -379,10 +382,13 @@ def write_gallery(path: Path, cards: Sequence[Card], methods: Sequence[MethodVie
            f"<h1>{e(title)}</h1>"]
     for note in notes or []:
         out.append(f"<p class='note'>{e(note)}</p>")
-    out.append("<div class='tablewrap'><table id='metrics'><tr><th>split</th><th>method</th>"
+    rows = metrics_rows(cards, names, splits, metrics, other_rows)
+    is_open = " open" if len(rows) <= open_rows else ""
+    out.append(f"<details{is_open}><summary>metrics: {len(rows)} rows (split x method)</summary>"
+               "<div class='tablewrap'><table id='metrics'><tr><th>split</th><th>method</th>"
                "<th>hit rate (%) [95% CI]</th><th>hits / n</th><th>proposals / expr</th><th>top-1 (%)</th>"
                "<th>ctx recall (%)</th><th>conf</th><th>2nd stage acc. (%) [95% CI]</th></tr>")
-    for r in metrics_rows(cards, names, splits, metrics, other_rows):
+    for r in rows:
         ci = f" [{_pct(r['ci'][0])}, {_pct(r['ci'][1])}]" if r["ci"] else ""
         dci = r["downstream_accuracy_ci"]
         dci = f" [{_pct(dci[0])}, {_pct(dci[1])}]" if dci else ""
@@ -395,7 +401,7 @@ def write_gallery(path: Path, cards: Sequence[Card], methods: Sequence[MethodVie
                    f"<td>{sw}{e(r['method'])}</td><td>{_pct(r['hit_rate'])}{ci}</td><td>{hn}</td><td>{ppe}</td>"
                    f"<td>{_pct(r['top1_accuracy'])}</td><td>{_pct(r['ctx_recall'])}</td><td>{conf}</td>"
                    f"<td>{_pct(r['downstream_accuracy'])}{dci}</td></tr>")
-    out.append("</table></div>")
+    out.append("</table></div></details>")
     out.append("<div id='bar'><div><label>split <select id='f-split'><option value=''>all</option>"
                + "".join(f"<option value='{i}'>{e(s)}</option>" for i, s in enumerate(splits)) + "</select></label>")
     for j, m in enumerate(methods):

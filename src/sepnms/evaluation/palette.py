@@ -9,8 +9,8 @@ keep a box apart from *every* object under colour-vision deficiency (the six wor
 the simulated gamuts), so every drawn box also has a halo (a wider contrasting band under it):
 
 - ground-truth referent: black long dashes over a white halo;
-- context objects: white dots over a black halo;
-- a method's kept proposals: its colour, solid, over a black halo; the top-1 thicker; the
+- context objects: white dots over a near-black halo (``#1A1A1A``: only the GT outline is pure black);
+- a method's kept proposals: its colour, solid, over a near-black halo; the top-1 thicker; the
   second stage's pick (MAttNet's answer among them) with a white halo and a star.
 
 The demo's ablation rows ``ablation_<labels>_<rule>`` take the colour of the demo method that

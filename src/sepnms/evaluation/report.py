@@ -52,7 +52,7 @@ def colour_key(methods: list[str]) -> str:
         parts.append(f"`{m}` {st.colour}" + ("" if st.dash is None else " dashed"))
     return ("Colours (the same in the curves, `sepnms show` figures and the gallery; colour-blind-safe, with a "
             "halo around every box): " + ", ".join(parts) + "; ground truth black dashes on a white halo, "
-            "context objects white dots on a black halo.")
+            "context objects white dots on a near-black halo.")
 
 
 def equal_budget_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]], split: str) -> str:
