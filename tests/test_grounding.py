@@ -389,9 +389,10 @@ def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
     ours.write_text(json.dumps([{"sent_id": s0, "image_id": iid, "box": [10, 20, 30, 40], "fin_score": 0.5}]))
     assert file_sets(ours, data, "val")[s0].xywh(0) == [10.0, 20.0, 30.0, 40.0]
     # the detector's own detections: w = x2 - x1 + 1, as run_detect.py writes dets.json
+    from sepnms.engine.budget import Budgets
     from sepnms.engine.ground import mattnet_det_sets
 
-    dets = mattnet_det_sets(gcfg, data, "val")
+    dets = mattnet_det_sets(Budgets(gcfg), data, "val")
     cs = next(c for c in dets.values() if len(c.boxes))
     x1, y1, x2, y2 = (float(v) for v in cs.boxes[0])
     assert cs.plus_one and cs.xywh(0) == [x1, y1, x2 - x1 + 1, y2 - y1 + 1]
