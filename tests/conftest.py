@@ -60,19 +60,14 @@ def trained(prepared, tmp_path_factory):
     return work
 
 
-@pytest.fixture(scope="session")
-def evaluated(prepared, trained, tmp_path_factory):
-    """The trained tiny workdir after propose (sepnms), fuse (det, sepnms) and evaluate.
-    Returns (config, path of a config.yaml pointing at it).  Tests that write more than
-    ``show/`` or ``gallery/`` into it work on a copy."""
+def evaluate_copy(prepared, trained, work: Path):
+    """A copy of the trained tiny workdir at ``work`` after propose (sepnms), fuse (det, sepnms)
+    and evaluate; returns its config."""
     import shutil
 
-    from sepnms.config import save_config
     from sepnms.engine.evaluate import STANDARD_METHODS, evaluate, fuse
     from sepnms.engine.propose import propose
 
-    root = tmp_path_factory.mktemp("see")
-    work = root / "work"
     shutil.copytree(trained, work)
     cfg = prepared.model_copy(update={"workdir": work}, deep=True)
     propose(cfg, "sepnms", progress=False)
@@ -80,5 +75,34 @@ def evaluated(prepared, trained, tmp_path_factory):
     for m in methods:
         fuse(cfg, m)
     evaluate(cfg, [m.name for m in methods], progress=False)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def evaluated_workdir(prepared, trained):
+    """``evaluate_copy`` as a fixture: modules that need their own evaluated workdir call it."""
+    return lambda work: evaluate_copy(prepared, trained, work)
+
+
+@pytest.fixture(scope="session")
+def evaluated(prepared, trained, tmp_path_factory):
+    """The trained tiny workdir after propose (sepnms), fuse (det, sepnms) and evaluate.
+    Returns (config, path of a config.yaml pointing at it).  Tests that write more than
+    ``show/`` or ``gallery/`` into it work on a copy."""
+    from sepnms.config import save_config
+
+    root = tmp_path_factory.mktemp("see")
+    cfg = evaluate_copy(prepared, trained, root / "work")
     save_config(cfg, root / "config.yaml")
     return cfg, root / "config.yaml"
+
+
+@pytest.fixture
+def one_thread():
+    """Small models: one torch thread is faster (and on a loaded 2-core machine, much faster)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,19 +15,8 @@ BUDGET_TOLERANCE = 0.1  # the issue's "within 0.1"
 
 
 @pytest.fixture(scope="module")
-def evaluated(prepared, trained, tmp_path_factory):
-    from sepnms.engine.evaluate import STANDARD_METHODS, evaluate, fuse
-    from sepnms.engine.propose import propose
-
-    work = tmp_path_factory.mktemp("budget") / "work"
-    shutil.copytree(trained, work)
-    cfg = prepared.model_copy(update={"workdir": work}, deep=True)
-    propose(cfg, "sepnms", progress=False)
-    for m in STANDARD_METHODS:
-        if m.name in ("det", "sepnms"):
-            fuse(cfg, m)
-    evaluate(cfg, progress=False)
-    return cfg
+def evaluated(evaluated_workdir, tmp_path_factory):
+    return evaluated_workdir(tmp_path_factory.mktemp("budget") / "work")
 
 
 def _by_hand(cfg, split):

@@ -79,19 +79,8 @@ def test_a_file_of_another_dataset_is_refused(tmp_path, entry, problem):
 
 
 @pytest.fixture(scope="module")
-def fused(tiny_world, prepared, trained, tmp_path_factory):
-    from sepnms.engine.evaluate import STANDARD_METHODS, evaluate, fuse
-    from sepnms.engine.propose import propose
-
-    work = tmp_path_factory.mktemp("dets") / "work"
-    shutil.copytree(trained, work)
-    cfg = prepared.model_copy(update={"workdir": work}, deep=True)
-    propose(cfg, "sepnms", progress=False)
-    for m in STANDARD_METHODS:
-        if m.name in ("det", "sepnms"):
-            fuse(cfg, m)
-    evaluate(cfg, progress=False)
-    return cfg
+def fused(evaluated_workdir, tmp_path_factory):
+    return evaluated_workdir(tmp_path_factory.mktemp("dets") / "work")
 
 
 def _cli(capsys, tiny_world, work, *argv):

@@ -13,13 +13,7 @@ from sepnms.grounding.mattnet import MAttNet, ObjectTable, count_parameters
 from sepnms.grounding.vocab import PAD, UNK, build_grounding_vocab, max_length_for
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are small: one thread is faster (and on a loaded 2-core machine, much faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _objects(n: int, p: int, f: int, k: int = 5, grid: int = 7, seed: int = 0) -> ObjectTable:

@@ -27,12 +27,7 @@ SMALL = ["grounding.word_embedding_size=16", "grounding.word_vec_size=12", "grou
          "grounding.jemb_dim=14", "grounding.num_atts=4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_net(cfg, vocab_size: int, seed: int = 0):
