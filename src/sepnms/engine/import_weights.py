@@ -20,7 +20,7 @@ import torch
 from sepnms.config import Config
 from sepnms.engine.checkpoint import checkpoint_meta, save_checkpoint
 from sepnms.errors import ConfigError, InputError, OutputExistsError
-from sepnms.interop.release_weights import RELEASE_FORMATS, import_release_weights, release_model_type
+from sepnms.interop.release_weights import RELEASE_FORMATS, import_release_weights, key_mismatch, release_model_type
 from sepnms.io.checkpoints import torch_load_weights
 from sepnms.io.parts import file_digest
 from sepnms.models.sepnms_model import build_model
@@ -132,20 +132,9 @@ def import_mattnet_release(cfg: Config, source: str | Path, name: Optional[str] 
     net = build_mattnet(cfg.grounding, cfg.model, len(vocab))
     own = net.state_dict()
     theirs = release.state_dict
-    missing = [k for k in own if k not in theirs]
-    unexpected = [k for k in theirs if k not in own]
-    wrong = [k for k in own if k in theirs and tuple(theirs[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing: {', '.join(missing[:4])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected: {', '.join(unexpected[:4])}")
-        if wrong:
-            parts.append(f"{len(wrong)} of other shapes: " + ", ".join(
-                f"{k} {list(theirs[k].shape)} (config builds {list(own[k].shape)})" for k in wrong[:4]))
-        raise InputError(source, "the release's tensors do not match MAttNet at this config's sizes: "
-                         + "; ".join(parts))
+    mismatch = key_mismatch(own, theirs)[2]
+    if mismatch:
+        raise InputError(source, "the release's tensors do not match MAttNet at this config's sizes: " + mismatch)
     bad = [k for k, v in theirs.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise InputError(source, f"{bad[0]} holds NaN or Inf values")

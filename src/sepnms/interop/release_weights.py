@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -104,6 +104,26 @@ def _listing(keys: list[str], shapes: Mapping[str, Any], limit: int = 4) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def key_mismatch(expected: Mapping[str, Tensor], found: Mapping[str, Any],
+                 optional: Callable[[str], bool] = lambda k: False) -> tuple[list[str], list[str], str]:
+    """Compare a file's tensors ``found`` with the ``expected`` ones (name -> a tensor of the right
+    shape): (missing names, unexpected names, one text naming up to 4 of each and every shape
+    mismatch; "" when they fit).  Names for which ``optional`` is true may be missing."""
+    missing = [k for k in expected if k not in found and not optional(k)]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [k for k in expected if k in found and tuple(getattr(found[k], "shape", ())) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_listing(missing, expected)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected, found)}")
+    if wrong:
+        shown = ", ".join(f"{k} is {_shape(found[k])} in the file but {_shape(expected[k])} in the model"
+                          for k in wrong[:4])
+        parts.append(f"{len(wrong)} shape mismatch(es): {shown}" + (", ..." if len(wrong) > 4 else ""))
+    return missing, unexpected, "; ".join(parts)
+
+
 def _other_format_hint(fmt: str, missing: list[str], unexpected: list[str]) -> str:
     if fmt == "sepnms-release" and missing and all(k.startswith(("vis_a_fck.", "mapping_sent.")) for k in missing):
         return "; it looks like a Ref-NMS release: use --format refnms-release"
@@ -155,20 +175,10 @@ def import_release_weights(model: torch.nn.Module, state_dict: Any, fmt: str,
 
     key_map = release_key_map(model)
     own = model.state_dict()
-    missing = [k for k in key_map if k not in state_dict and not k.endswith(_COUNTER)]
-    unexpected = [k for k in state_dict if k not in key_map]
-    wrong = [k for k in key_map if k in state_dict and tuple(state_dict[k].shape) != tuple(own[key_map[k]].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_listing(missing, {k: own[key_map[k]] for k in missing})}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected, state_dict)}")
-        if wrong:
-            shown = ", ".join(f"{k} is {_shape(state_dict[k])} in the file but {_shape(own[key_map[k]])} in the model"
-                              for k in wrong[:4])
-            parts.append(f"{len(wrong)} shape mismatch(es): {shown}" + (", ..." if len(wrong) > 4 else ""))
-        raise InputError(source, f"does not match the {fmt} layout for this config: " + "; ".join(parts)
+    missing, unexpected, mismatch = key_mismatch({theirs: own[ours] for theirs, ours in key_map.items()}, state_dict,
+                                                 optional=lambda k: k.endswith(_COUNTER))
+    if mismatch:
+        raise InputError(source, f"does not match the {fmt} layout for this config: " + mismatch
                          + _other_format_hint(fmt, missing, unexpected))
 
     new_state = dict(own)
