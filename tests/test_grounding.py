@@ -523,3 +523,27 @@ def test_ground_train_under_torchrun_two_ranks(tiny_world, tmp_path):
     cfg = load_config(tiny_world / "config.yaml", TINY + SMALL + [f"workdir={work}"])
     with pytest.raises(InputError, match="same number"):
         train_grounding(cfg, resume=True, progress=False)
+
+
+def test_layer4_source_detector_reads_the_detectors_layer4(gcfg):
+    """``grounding.layer4_source: detector`` (the demo's): fc7 comes from the layer4 of the
+    checkpoint ``detect`` runs (the world's trained detector), not from a seeded random one."""
+    from sepnms.engine.ground_data import GroundingData, VisualFeatures
+    from sepnms.engine.image_features import detector_checkpoint
+    from sepnms.io.checkpoints import torch_load_weights
+
+    assert gcfg.paths.maskrcnn_checkpoint is None and gcfg.grounding.layer4_source == "detector"
+    data = GroundingData.open(gcfg)
+    state = torch_load_weights(detector_checkpoint(gcfg), "detector")
+    state = state.get("model", state) if isinstance(state, dict) else state
+    got = VisualFeatures(gcfg, data).layer4.state_dict()
+    compared = 0
+    for k, v in got.items():
+        theirs = state.get(f"resnet.layer4.{k}")
+        if theirs is not None and v.is_floating_point():
+            assert torch.equal(v.cpu(), theirs.to(v.dtype)), k
+            compared += 1
+    assert compared >= 10
+    rnd = gcfg.model_copy(update={"grounding": gcfg.grounding.model_copy(update={"layer4_source": "random"})})
+    other = VisualFeatures(rnd, data).layer4.state_dict()
+    assert any(not torch.equal(other[k], got[k]) for k in got if got[k].is_floating_point())

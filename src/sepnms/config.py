@@ -439,10 +439,11 @@ class GroundingConfig(_Section):
     lang_rank_weight: NonNegFloat = 1.0
     visual_sample_ratio: Prob = 0.3
     """Probability of a same-category visual / language negative (when the image has one)."""
-    layer4_source: Literal["maskrcnn", "random"] = "maskrcnn"
-    """``maskrcnn``: the detector's layer4 from ``paths.maskrcnn_checkpoint``; ``random``: a seeded
-    random layer4 (the demo's choice: the world's config sets no ``paths.maskrcnn_checkpoint``, and its
-    first-stage heads start from random weights too).  Frozen either way."""
+    layer4_source: Literal["maskrcnn", "detector", "random"] = "maskrcnn"
+    """``maskrcnn``: the detector's layer4 from ``paths.maskrcnn_checkpoint``; ``detector``: from the
+    checkpoint ``detect`` runs (``paths.detector_checkpoint``, else ``paths.maskrcnn_checkpoint``) -
+    the demo's choice, its world's trained detector; ``random``: a seeded random layer4.  Frozen
+    either way."""
     lr: PosFloat = 4e-4
     betas: tuple[Dropout, Dropout] = (0.8, 0.999)
     eps: PosFloat = 1e-8

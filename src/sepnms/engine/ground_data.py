@@ -16,6 +16,7 @@ import torch
 
 from sepnms.config import Config
 from sepnms.data.refdb import load_refer
+from sepnms.engine.image_features import detector_checkpoint
 from sepnms.engine.inputs import HeadCache
 from sepnms.errors import InputError
 from sepnms.grounding.features import ObjectGeometry, object_geometry, xyxy_to_xywh
@@ -146,8 +147,10 @@ class VisualFeatures:
             images = {iid: cfg.images_dir() / img.file_name for iid, img in data.images.items()}
         self.heads = HeadCache.for_config(cfg, images, size=4)
         self.device = torch.device(cfg.device)
-        self.layer4 = frozen_layer4(m, cfg.grounding.layer4_source, cfg.paths.maskrcnn_checkpoint,
-                                    cfg.seed).to(self.device)
+        source, ckpt = cfg.grounding.layer4_source, cfg.paths.maskrcnn_checkpoint
+        if source == "detector":  # the layer4 of the detector whose C4 maps these are
+            source, ckpt = "maskrcnn", detector_checkpoint(cfg)
+        self.layer4 = frozen_layer4(m, source, ckpt, cfg.seed).to(self.device)
         self.size = cfg.grounding.feature_cache_images if size is None else size
         self._cache: OrderedDict[Any, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.head_reads = 0
