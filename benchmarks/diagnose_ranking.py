@@ -18,9 +18,13 @@ configured fusion, ``x``, ``r``) it re-applies class-wise NMS (``fusion.nms_iou`
 - per expression, the AUC of a score for the candidates hitting the referent against (i) every
   other candidate, (ii) the candidates hitting a context box (but not the referent), (iii) the
   candidates hitting another object of the referent's category (world: ``instances.json``);
+- with the world's annotations, ``cat-oracle``: the candidates whose class is the referent's
+  category first, each group by S_det - what a ranking that knows only the category reaches;
 - everything also for attribute-only and relational expressions separately (world only);
 - the budget at the run's selection (``eval/metrics.json``'s conf): how many expressions keep
-  only their top-1, the spread of kept proposals, and the hit rate of each group.
+  only their top-1, the spread of kept proposals, the hit rate of each group, and the paired
+  difference between the hit rate at that conf and hit@3 of the same score (what the global conf
+  adds or costs at the same mean of 3).
 
 A diagnostic, not a test: it prints what it measures. Paired differences (sep of the Sep-NMS
 model - x*det of the Ref-NMS model) at each k use the project's paired bootstrap.
@@ -80,7 +84,11 @@ def analyse(demo_dir: Path, splits: list[str]) -> dict:
     same_cat: dict[int, np.ndarray] = {}  # sent_id -> [D, 4] xyxy boxes of the referent's same-category others
     if inst_file.is_file():
         anns_by_image: dict[int, list] = {}
-        for a in json.loads(inst_file.read_text())["annotations"]:
+        inst = json.loads(inst_file.read_text())
+        # the detector's class order is the sorted COCO category ids (cls_idx 1..80)
+        cat_of_cls = {i + 1: c for i, c in enumerate(sorted(int(c["id"]) for c in inst["categories"]))}
+        cat_of_sent = {int(e["sent_id"]): int(e["category_id"]) for e in refdb.expressions}
+        for a in inst["annotations"]:
             anns_by_image.setdefault(int(a["image_id"]), []).append(a)
         for e in refdb.expressions:
             others = [a["bbox"] for a in anns_by_image.get(int(e["image_id"]), [])
@@ -111,7 +119,13 @@ def analyse(demo_dir: Path, splits: list[str]) -> dict:
                 same = same_cat.get(e.sent_id, np.zeros((0, 4)))
                 in_same = (is_hit(box_iou_np(box, same), 0.5).any(axis=1) if len(same) else np.zeros(len(box), bool)) & ~hit
                 kinds.append("relational" if templates.get(e.sent_id, "").startswith("rel_") else "attribute")
-                for name, s in scores_of(e, fusion, has_ref).items():
+                named = scores_of(e, fusion, has_ref)
+                if same_cat:
+                    # ceiling of a ranking that knows only the referent's category: that
+                    # category's candidates first, each group by S_det
+                    match = np.array([cat_of_cls.get(int(c)) == cat_of_sent[e.sent_id] for c in e.cls_idx])
+                    named["cat-oracle"] = e.det_score.astype(np.float64) + match
+                for name, s in named.items():
                     d = per.setdefault(name, {"hits": [], "rank": [], "auc_all": [], "auc_ctx": [],
                                                    "auc_same": []})
                     keep = classwise_nms(box, s.astype(np.float32), e.cls_idx, fusion.nms_iou)
@@ -159,10 +173,15 @@ def analyse(demo_dir: Path, splits: list[str]) -> dict:
                     hit_sel.append(float(is_hit(box_iou_np(e.box[idx].astype(np.float64), g), 0.5).any()))
                 kept, hit_sel = np.asarray(kept), np.asarray(hit_sel)
                 one = kept == 1
+                k3 = out_model["_hits"][rule][:, KS.index(3)]
+                gain = paired_difference_ci(hit_sel, k3)
+                out_model["_sel_minus_k3"] = hit_sel - k3
+                out_model["_sel"] = hit_sel
                 out_model["selection"] = {
                     "rule": rule, "conf": conf, "mean_kept": float(kept.mean()), "sd_kept": float(kept.std()),
                     "share_top1_only": float(one.mean()), "max_kept": int(kept.max()),
                     "hit_rate": float(hit_sel.mean()),
+                    "hit_rate_minus_hit@3": [gain["diff"], gain["low"], gain["high"]],
                     "hit_rate_top1_only": float(hit_sel[one].mean()) if one.any() else None,
                     "hit_rate_more": float(hit_sel[~one].mean()) if (~one).any() else None,
                     "mean_kept_attribute": float(kept[kinds == "attribute"].mean()),
@@ -178,11 +197,20 @@ def analyse(demo_dir: Path, splits: list[str]) -> dict:
                                 ("relational", kinds == "relational")):
                 if mask.any():
                     pairs[group] = {f"hit@{k}": paired_difference_ci(a[mask, j], b[mask, j]) for j, k in enumerate(KS)}
+            if "_sel" in res_split["sepnms"] and "_sel" in res_split["refnms"]:
+                # at the run's conf, and how much of that difference the global conf makes:
+                # (Sep-NMS at its conf - its hit@3) - (Ref-NMS at its conf - its hit@3)
+                pairs["all"]["at the run's conf"] = paired_difference_ci(res_split["sepnms"]["_sel"],
+                                                                         res_split["refnms"]["_sel"])
+                pairs["all"]["conf effect"] = paired_difference_ci(res_split["sepnms"]["_sel_minus_k3"],
+                                                                   res_split["refnms"]["_sel_minus_k3"])
             res_split["sepnms.sep - refnms.x*det"] = pairs
         for m in res_split.values():
             if isinstance(m, dict):
                 m.pop("_hits", None)
                 m.pop("_kinds", None)
+                m.pop("_sel", None)
+                m.pop("_sel_minus_k3", None)
         result["splits"][split] = res_split
     return result
 
