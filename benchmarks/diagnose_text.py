@@ -74,6 +74,10 @@ def _mlp_probe(x: np.ndarray, y: np.ndarray, fit: np.ndarray, hidden: int = 64, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("demo_dir", type=Path)
+    ap.add_argument("--write-positional-vectors", type=Path, default=None, metavar="H5",
+                    help="also write, for every expression, one-hot words per position (12 x V) times a "
+                         "fixed Gaussian matrix (seed 0) to the sentence vectors' width: an order-aware "
+                         "stand-in for the frozen encoder, for a counterfactual training")
     args = ap.parse_args(argv)
     d = args.demo_dir
     refdb = load_refdb(d / "work" / "prepare" / "refdb.json")
@@ -106,6 +110,18 @@ def main(argv=None) -> int:
         rows.append({"split": e["split"], "rel": bool(rel), "ref_cat": cat_of_ann[m["referent_ann_id"]],
                      "ctx_cat": cat_of_ann[m["mentioned_ann_ids"][0]] if rel else -1,
                      "vec": np.asarray(vec[int(e["sent_id"])], np.float64), "bow": bow(e["tokens"]), "pos": positional(e["tokens"])})
+    if args.write_positional_vectors is not None:
+        from sepnms.text.sentence_encoder import save_vectors
+
+        dim = next(iter(vec.values())).shape[0]
+        proj = np.random.default_rng(0).standard_normal((12 * len(vocab), dim)) / np.sqrt(12.0)
+        ids = [int(e["sent_id"]) for e in refdb.expressions]
+        all_vocab = {t for e in refdb.expressions for t in e["tokens"]} - set(vocab)
+        if all_vocab:
+            raise SystemExit(f"tokens outside the mentioned expressions: {sorted(all_vocab)[:5]}")
+        out = np.stack([positional(e["tokens"]) @ proj for e in refdb.expressions]).astype(np.float32)
+        save_vectors(args.write_positional_vectors, ids, out, {"pooling": "positional one-hot x Gaussian(0)"})
+        print(f"wrote {len(ids)} order-aware {dim}-d vectors to {args.write_positional_vectors}")
     for group, want_rel, target in (("relational", True, "ref_cat"), ("relational", True, "ctx_cat"),
                                     ("attribute", False, "ref_cat")):
         sel = [r for r in rows if r["rel"] == want_rel]
