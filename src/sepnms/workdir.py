@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from sepnms import __version__
+from sepnms.version import __version__
 from sepnms.config import Config
 from sepnms.errors import ConfigError, OutputExistsError
 from sepnms.io.atomic import atomic_write_json

@@ -384,7 +384,7 @@ class CLIPDagger(nn.Module):
         return self.heads_state_dict() if self.frozen else self.state_dict()
 
     def _meta(self, fmt: str, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        from sepnms import __version__
+        from sepnms.version import __version__
 
         return {"format": fmt, "version": FORMAT_VERSION, "sepnms_version": __version__,
                 "info": _json_safe(self.info), "freeze_backbone": self.frozen, **(extra or {})}

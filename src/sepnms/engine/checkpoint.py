@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 
-from sepnms import __version__
+from sepnms.version import __version__
 from sepnms.config import Config
 from sepnms.engine.inputs import Workspace
 from sepnms.errors import InputError

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sepnms import __version__
+from sepnms.version import __version__
 from sepnms.config import Config
 from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
 from sepnms.engine.checkpoint import load_weights, save_checkpoint
