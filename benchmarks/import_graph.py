@@ -32,7 +32,7 @@ than one module), the upward imports (module-level and function-level), the file
 
     python benchmarks/import_graph.py [--src src/sepnms] [--max-lines 450]
 
-Exit status 0 always; ``tests/test_structure.py`` turns the circles into a failing test.
+Exit status 0 always; ``tests/test_structure.py`` turns circles and upward imports into failing tests.
 """
 from __future__ import annotations
 

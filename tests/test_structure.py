@@ -43,3 +43,25 @@ def test_no_import_circles_in_sepnms():
     graph = graph_mod.build(ROOT / "src" / "sepnms")
     assert len(graph.files) > 50  # the real package was read, not an empty folder
     assert graph_mod.cycles(graph.edges()) == []
+
+
+def test_the_checker_sees_an_upward_import(tmp_path):
+    # io (layer 1) reaching up to engine (layer 5) inside a function is upward; engine -> io is not
+    graph_mod = _graph_module()
+    pkg = tmp_path / "sepnms"
+    for sub in ("io", "engine"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "io" / "low.py").write_text("def f():\n    import sepnms.engine.high\n")
+    (pkg / "engine" / "high.py").write_text("from sepnms.io.low import f\n")
+    graph = graph_mod.build(pkg)
+    assert graph_mod.upward(graph) == [("sepnms.io.low", "sepnms.engine.high", "function")]
+
+
+def test_no_import_from_a_lower_layer_to_a_higher_one():
+    graph_mod = _graph_module()
+    graph = graph_mod.build(ROOT / "src" / "sepnms")
+    unplaced = sorted({graph_mod.package_of(m) for m in graph.files if graph_mod.layer_of(m) is None})
+    assert unplaced == []  # every package sits in the layer table
+    assert graph_mod.upward(graph) == []
