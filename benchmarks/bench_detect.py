@@ -38,7 +38,7 @@ def main() -> None:
     from sepnms.detection.checkpoint import expected_keys, save_detector
     from sepnms.detection.detector import MaskRCNNC4
     from sepnms.engine.detect import detect
-    from sepnms.engine.inputs import HeadCache
+    from sepnms.engine.image_features import HeadCache
     from sepnms.io.head_feats import write_head
 
     with tempfile.TemporaryDirectory(prefix="bench_detect_") as tmp:

@@ -44,7 +44,9 @@ def main() -> None:
 def run(cfg, args) -> None:
     import torch
 
-    from sepnms.engine.inputs import HeadCache, Workspace
+    from sepnms.engine.image_features import HeadCache
+
+    from sepnms.engine.inputs import Workspace
     from sepnms.engine.propose import load_trained, per_expression_scores, propose, score_image
     from sepnms.io.proposals import read_proposals
 

@@ -384,7 +384,7 @@ def test_head_cache_from_images_equals_h5_written_by_the_same_trunk(tmp_path):
 
     from sepnms.config import load_config
     from sepnms.engine.image_features import c4_from_bgr
-    from sepnms.engine.inputs import HeadCache
+    from sepnms.engine.image_features import HeadCache
     from sepnms.io.images import read_bgr
     from sepnms.io.head_feats import write_head
 

@@ -258,7 +258,7 @@ def test_cli_import_weights_writes_the_checkpoint_propose_reads(tiny_world, prep
     assert torch.equal(model.state_dict()["head.0.bn3.running_mean"], state["head.0.bn3.running_mean"])
 
     # propose scores with it: its ctx_score is sigmoid(the release module's forward) on the same pooled RoIs
-    from sepnms.engine.inputs import HeadCache
+    from sepnms.engine.image_features import HeadCache
     from sepnms.engine.propose import propose
     from sepnms.io.proposals import proposals_path, read_proposals
     from sepnms.models.pooling import pool_rois

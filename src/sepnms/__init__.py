@@ -1,5 +1,5 @@
 """Sep-NMS: expression-aware proposal generation for two-stage referring expression comprehension."""
-__version__ = "0.1.0"
+from sepnms.version import __version__
 
 __all__ = ["Predictor", "__version__"]
 

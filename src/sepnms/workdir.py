@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from sepnms import __version__
 from sepnms.config import Config
 from sepnms.errors import ConfigError, OutputExistsError
 from sepnms.io.atomic import atomic_write_json
+from sepnms.version import __version__
 
 #: config sections each stage's output depends on
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {

@@ -34,6 +34,7 @@ from sepnms.config import ClipConfig, Config
 from sepnms.io.checkpoints import torch_load_weights
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path
+from sepnms.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -384,8 +385,6 @@ class CLIPDagger(nn.Module):
         return self.heads_state_dict() if self.frozen else self.state_dict()
 
     def _meta(self, fmt: str, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        from sepnms import __version__
-
         return {"format": fmt, "version": FORMAT_VERSION, "sepnms_version": __version__,
                 "info": _json_safe(self.info), "freeze_backbone": self.frozen, **(extra or {})}
 

@@ -12,13 +12,13 @@ from typing import Any, Optional
 
 import torch
 
-from sepnms import __version__
 from sepnms.config import Config
 from sepnms.engine.inputs import Workspace
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_path
 from sepnms.io.checkpoints import torch_load_weights
 from sepnms.models.sepnms_model import build_model
+from sepnms.version import __version__
 from sepnms.workdir import model_dir, run_name
 
 CKPT_FORMAT = "sepnms-checkpoint"

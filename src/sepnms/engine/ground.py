@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sepnms import __version__
 from sepnms.config import Config
 from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
 from sepnms.engine.checkpoint import load_weights, save_checkpoint
@@ -52,6 +51,7 @@ from sepnms.io.atomic import atomic_write_json
 from sepnms.io.checkpoints import check_finite_state, torch_load_weights
 from sepnms.io.schemas import (check_dets_cover, check_dets_names, grounding_checkpoint_schema, load_metrics,
                                merge_rows, validate)
+from sepnms.version import __version__
 from sepnms.workdir import model_dir, safe_name
 
 log = logging.getLogger(__name__)

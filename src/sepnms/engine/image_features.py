@@ -1,4 +1,8 @@
-"""C4 maps from image files (``features.source: images``): the detector trunk instead of HDF5.
+"""The C4 head features the first stage pools from, by image_id: ``HeadCache`` reads them from
+MAttNet's HDF5 files (``features.source: h5``) or computes them from the image files with the
+detector trunk (``features.source: images``, ``ImageFeatures``).  The dataset's image files
+(``image_file``, ``load_image``, ``refdb_image_files``) are found here too, for the detector and
+for the figures (``show``, ``gallery``, ``Predictor.image``).
 
 MAttNet's head features are ~7.8 MB per image in float32 (~150 GB for RefCOCO) and were never
 published; with ``features.source: images`` train, propose and the benchmarks compute the same
@@ -9,19 +13,22 @@ detector of ``paths.detector_checkpoint``, keeping a bounded LRU of recent maps
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
 from sepnms.config import Config
+from sepnms.data.refdb import RefDB
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.detector import MaskRCNNC4
 from sepnms.detection.features import autocast, c4_from_bgr, c4_from_rgb  # noqa: F401  (re-exported)
 from sepnms.detection.preprocess import image_scale, resized_size
 from sepnms.errors import ConfigError, InputError
-from sepnms.io.images import read_bgr
+from sepnms.io.head_feats import read_head
+from sepnms.io.images import dataset_image_path, read_bgr, read_image
 
 ImageFiles = Union[Mapping[int, Path], Callable[[int], Path]]
 
@@ -89,11 +96,78 @@ class ImageFeatures:
         return c4_from_bgr(model, bgr, self._device, self.cfg.detector.amp)
 
 
+class HeadCache:
+    """A small LRU cache of head-feature maps (each image is read once per worker while hot).
+
+    The maps come from MAttNet's HDF5 files in ``feats_dir``, or from ``compute(image_id) ->
+    (head, im_info)`` when given (``features.source: images``; see :meth:`for_config`).
+    """
+
+    def __init__(self, feats_dir: Optional[Path], channels: int, size: int = 64,
+                 compute: Optional[Callable[[int], tuple[np.ndarray, np.ndarray]]] = None):
+        self.feats_dir, self.channels, self.size = (Path(feats_dir) if feats_dir else None), channels, size
+        self.compute = compute
+        self._cache: OrderedDict[int, tuple[torch.Tensor, float]] = OrderedDict()
+
+    @classmethod
+    def for_config(cls, cfg: Config, images: Any = None, size: Optional[int] = None) -> "HeadCache":
+        """The C4 source of ``cfg.features``: ``h5`` reads ``paths.head_feats_dir``; ``images``
+        runs the detector trunk on the image files (``images``: {image_id: path}, a callable, or
+        a RefDB whose ``file_name`` entries sit in ``cfg.images_dir()``).  ``size`` defaults to
+        ``features.cache_images``."""
+        size = size or cfg.features.cache_images
+        if cfg.features.source == "h5":
+            return cls(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size)
+        sizes = None
+        if isinstance(images, RefDB):
+            images, sizes = refdb_image_files(cfg, images), refdb_image_sizes(images)
+        if images is None:
+            raise ValueError("features.source=images needs the image files")
+        return cls(None, cfg.model.feat_channels, size, compute=ImageFeatures(cfg, images, sizes=sizes))
+
+    def get(self, image_id: int) -> tuple[torch.Tensor, float]:
+        """``(head [1, C, Hf, Wf], scale)``."""
+        iid = int(image_id)
+        if iid in self._cache:
+            self._cache.move_to_end(iid)
+            return self._cache[iid]
+        if self.compute is not None:
+            head, im_info = self.compute(iid)
+        else:
+            head, im_info = read_head(self.feats_dir, iid, expect_channels=self.channels)
+        item = (torch.from_numpy(head), float(im_info[2]))
+        self._cache[iid] = item
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return item
+
+
+def refdb_image_files(cfg: Config, refdb: RefDB) -> dict[int, Path]:
+    """{image_id: path} of the dataset's images (``file_name`` in ``cfg.images_dir()``)."""
+    return {iid: image_file(cfg, refdb, iid) for iid in refdb.images}
+
+
+def refdb_image_sizes(refdb: RefDB) -> dict[int, tuple[int, int]]:
+    """{image_id: (width, height)} as the dataset records them (checked against each image file)."""
+    return {iid: refdb.image_size(iid) for iid in refdb.images}
+
+
+def image_file(cfg: Config, refdb: RefDB, image_id: int) -> Path:
+    """The file of a dataset image: its ``file_name`` in ``cfg.images_dir()``, else COCO
+    train2014's name for ``image_id``."""
+    return dataset_image_path(cfg.images_dir(), image_id, refdb.images[int(image_id)].get("file_name"))
+
+
+def load_image(cfg: Config, refdb: RefDB, image_id: int) -> np.ndarray:
+    """[H, W, 3] uint8 RGB pixels of a dataset image (through the image gate, ``io.images.read_image``:
+    ``images.max_pixels`` and the size the dataset records)."""
+    return read_image(image_file(cfg, refdb, image_id), max_pixels=cfg.images.max_pixels,
+                      expect_size=refdb.image_size(image_id))
+
+
 def check_image_inputs(cfg: Config, refdb) -> None:
     """``features.source: images`` inputs, cheaply: channel widths agree, the detector checkpoint
     exists, and every image file of ``refdb`` exists (the first one is decoded)."""
-    from sepnms.engine.inputs import refdb_image_files
-
     check_channels(cfg)
     ckpt = detector_checkpoint(cfg)
     if not ckpt.is_file():
@@ -112,7 +186,6 @@ def features_check(cfg: Config, n_images: int = 4) -> dict:
     """Cheap check that ``features.source: images`` reproduces the HDF5 head features: the C4 maps
     of the first ``n_images`` images computed from their files vs ``paths.head_feats_dir``."""
     from sepnms.data.refdb import load_refdb
-    from sepnms.engine.inputs import HeadCache, refdb_image_files, refdb_image_sizes
 
     refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
     ids = sorted(refdb.images)[:n_images]

@@ -1,10 +1,9 @@
 """What the model reads: the prepared workdir files, and the training dataset built on them."""
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -16,8 +15,8 @@ from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb
 from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.data.sampling import REFERENT, assign_labels, sample_rois
 from sepnms.engine.encode_text import vectors_path
+from sepnms.engine.image_features import HeadCache
 from sepnms.errors import InputError
-from sepnms.io.head_feats import read_head
 from sepnms.models.pooling import pool_rois
 from sepnms.models.relatedness import location_features
 from sepnms.text.sentence_encoder import load_vectors
@@ -59,54 +58,6 @@ class Workspace:
         return ids if ids else [0]
 
 
-class HeadCache:
-    """A small LRU cache of head-feature maps (each image is read once per worker while hot).
-
-    The maps come from MAttNet's HDF5 files in ``feats_dir``, or from ``compute(image_id) ->
-    (head, im_info)`` when given (``features.source: images``; see :meth:`for_config`).
-    """
-
-    def __init__(self, feats_dir: Optional[Path], channels: int, size: int = 64,
-                 compute: Optional[Callable[[int], tuple[np.ndarray, np.ndarray]]] = None):
-        self.feats_dir, self.channels, self.size = (Path(feats_dir) if feats_dir else None), channels, size
-        self.compute = compute
-        self._cache: OrderedDict[int, tuple[torch.Tensor, float]] = OrderedDict()
-
-    @classmethod
-    def for_config(cls, cfg: Config, images: Any = None, size: Optional[int] = None) -> "HeadCache":
-        """The C4 source of ``cfg.features``: ``h5`` reads ``paths.head_feats_dir``; ``images``
-        runs the detector trunk on the image files (``images``: {image_id: path}, a callable, or
-        a RefDB whose ``file_name`` entries sit in ``cfg.images_dir()``).  ``size`` defaults to
-        ``features.cache_images``."""
-        size = size or cfg.features.cache_images
-        if cfg.features.source == "h5":
-            return cls(cfg.need_path("head_feats_dir"), cfg.model.feat_channels, size)
-        from sepnms.engine.image_features import ImageFeatures
-
-        sizes = None
-        if isinstance(images, RefDB):
-            images, sizes = refdb_image_files(cfg, images), refdb_image_sizes(images)
-        if images is None:
-            raise ValueError("features.source=images needs the image files")
-        return cls(None, cfg.model.feat_channels, size, compute=ImageFeatures(cfg, images, sizes=sizes))
-
-    def get(self, image_id: int) -> tuple[torch.Tensor, float]:
-        """``(head [1, C, Hf, Wf], scale)``."""
-        iid = int(image_id)
-        if iid in self._cache:
-            self._cache.move_to_end(iid)
-            return self._cache[iid]
-        if self.compute is not None:
-            head, im_info = self.compute(iid)
-        else:
-            head, im_info = read_head(self.feats_dir, iid, expect_channels=self.channels)
-        item = (torch.from_numpy(head), float(im_info[2]))
-        self._cache[iid] = item
-        if len(self._cache) > self.size:
-            self._cache.popitem(last=False)
-        return item
-
-
 def load_training_ctxdb(cfg: Config) -> CtxDB:
     """The context labels training reads (``train.ctx_source``); missing CLIP labels get an error
     that says how to make them or how to train on the GloVe labels instead."""
@@ -116,19 +67,6 @@ def load_training_ctxdb(cfg: Config) -> CtxDB:
                                "labels): run `sepnms clip-ctx` first, or train on the GloVe labels with "
                                "`--set train.ctx_source=glove`")
     return load_ctxdb(path)
-
-
-def refdb_image_files(cfg: Config, refdb: RefDB) -> dict[int, Path]:
-    """{image_id: path} of the dataset's images (``file_name`` in ``cfg.images_dir()``)."""
-    from sepnms.io.images import coco_file_name
-
-    folder = cfg.images_dir()
-    return {iid: folder / (img.get("file_name") or coco_file_name(iid)) for iid, img in refdb.images.items()}
-
-
-def refdb_image_sizes(refdb: RefDB) -> dict[int, tuple[int, int]]:
-    """{image_id: (width, height)} as the dataset records them (checked against each image file)."""
-    return {iid: refdb.image_size(iid) for iid in refdb.images}
 
 
 def pad_words(id_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

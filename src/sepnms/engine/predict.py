@@ -119,7 +119,8 @@ class Predictor:
 
     def __init__(self, cfg: Config, model: str = "sepnms", rule: Optional[str] = None):
         from sepnms.engine.distributed import resolve_device
-        from sepnms.engine.inputs import HeadCache, Workspace
+        from sepnms.engine.image_features import HeadCache
+        from sepnms.engine.inputs import Workspace
         from sepnms.engine.propose import load_trained
 
         if model not in MODELS:
@@ -219,7 +220,7 @@ class Predictor:
 
     def image(self, image: int | str | Path) -> np.ndarray:
         """[H, W, 3] uint8 RGB pixels of a dataset image or an image file."""
-        from sepnms.engine.show import load_image
+        from sepnms.engine.image_features import load_image
         from sepnms.io.images import read_image
 
         iid = self.image_id(image)

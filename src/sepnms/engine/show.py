@@ -23,6 +23,7 @@ from sepnms.config import Config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb
 from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.engine.evaluate import fused_path
+from sepnms.engine.image_features import load_image
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.figures import Panel, draw_expression
 from sepnms.evaluation.palette import base_method
@@ -188,20 +189,6 @@ def _ctxdb(cfg: Config) -> Optional[CtxDB]:
         log.warning("no ctxdb at %s: context objects are not marked", path)
         return None
     return load_ctxdb(path)
-
-
-def image_file(cfg: Config, refdb: RefDB, image_id: int) -> Path:
-    name = refdb.images[int(image_id)].get("file_name") or f"COCO_train2014_{int(image_id):012d}.jpg"
-    return cfg.images_dir() / name
-
-
-def load_image(cfg: Config, refdb: RefDB, image_id: int) -> np.ndarray:
-    """[H, W, 3] uint8 RGB pixels of a dataset image (through the image gate, ``io.images.read_image``:
-    ``images.max_pixels`` and the size the dataset records)."""
-    from sepnms.io.images import read_image
-
-    return read_image(image_file(cfg, refdb, image_id), max_pixels=cfg.images.max_pixels,
-                      expect_size=refdb.image_size(image_id))
 
 
 def resolve_methods(cfg: Config, methods: Optional[list[str]], splits: list[str]) -> list[str]:

@@ -21,6 +21,11 @@ def coco_file_name(image_id: int) -> str:
     return f"COCO_train2014_{int(image_id):012d}.jpg"
 
 
+def dataset_image_path(folder: str | Path, image_id: int, file_name: Optional[str] = None) -> Path:
+    """A dataset image's file: ``file_name`` in ``folder``, else COCO train2014's name for ``image_id``."""
+    return Path(folder) / (file_name or coco_file_name(image_id))
+
+
 #: PIL modes of more than 8 bits per sample, and the largest value of each (scaled to 0..255)
 _WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
 
