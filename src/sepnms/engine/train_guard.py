@@ -92,6 +92,7 @@ class FreshRun:
         if not self.stale:
             return
         for old in self.stale - {path}:
-            old.unlink(missing_ok=True)
-            log.info("removed %s of the previous run (this run saved %s)", old, path.name)
+            if old.exists():
+                old.unlink()
+                log.info("removed %s of the previous run (this run saved %s)", old, path.name)
         self.stale.clear()
