@@ -144,3 +144,16 @@ def test_init_continues_from_a_checkpoint_on_new_scenes(tmp_path):
     b = torch_load_weights(tmp_path / "c.pth", "detector checkpoint")
     w = "cls_score_net.weight"
     assert not torch.equal(a[w], b[w]) and float((a[w] - b[w]).abs().max()) < 1e-3  # one small step away
+
+
+def test_train_detector_refuses_an_unwritable_out_before_training(tmp_path, capsys):
+    """``--out`` under a file or at a device: exit 2 and one line, before any training step
+    (the steps print their figures: none may appear)."""
+    from sepnms.cli import main
+
+    (tmp_path / "f").write_text("x")
+    for out in (tmp_path / "f" / "d.pth", "/dev/null"):
+        rc = main(["world", "train-detector", "--out", str(out), "--steps", "5"])
+        captured = capsys.readouterr()
+        assert rc == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured
+        assert str(out) in captured.err

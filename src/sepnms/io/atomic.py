@@ -86,6 +86,22 @@ def check_output_target(path: str | Path) -> None:
             return
 
 
+def check_can_write(path: str | Path) -> None:
+    """Before long work whose result goes to ``path``: :func:`check_output_target`, then create
+    its folder and a temporary file beside it (removed at once), so an unwritable place (read-only,
+    no permission, a pseudo file system such as /proc) is a StorageError now, not after the work."""
+    from sepnms.errors import StorageError
+
+    path = Path(path)
+    check_output_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise (StorageError.from_os_error(exc, path) or StorageError(path, f"cannot write here: {exc}")) from None
+
+
 def check_output_folder(folder: str | Path, what: str = "output folder") -> None:
     """Refuse an output folder that is a file, or lies under a file (StorageError naming it)."""
     from sepnms.errors import StorageError

@@ -29,6 +29,7 @@ from torch import nn
 from sepnms.config import Config
 from sepnms.detection.box_head import roi_fc7
 from sepnms.detection.checkpoint import expected_keys, load_state, save_detector
+from sepnms.io.atomic import check_can_write
 from sepnms.io.checkpoints import torch_load_weights
 from sepnms.detection.detector import MaskRCNNC4
 from sepnms.detection.preprocess import preprocess
@@ -132,6 +133,7 @@ def train_world_detector(cfg: Config, out: Path, seed: Optional[int] = None, ste
     initialisation and sampling (default ``cfg.seed``); scenes come from
     ``cfg.world_detector.train_seed`` (with ``init``, a continued run: scenes from
     ``train_seed + 1000`` so it sees new ones)."""
+    check_can_write(out)  # before the training, not after it
     t = cfg.world_detector
     if init is not None:
         t = t.model_copy(update={"train_seed": t.train_seed + 1000})
