@@ -38,7 +38,7 @@ def main() -> None:
     from sepnms.detection.checkpoint import expected_keys, save_detector
     from sepnms.detection.detector import MaskRCNNC4
     from sepnms.engine.detect import detect
-    from sepnms.engine.image_features import HeadCache
+    from sepnms.data.head_features import HeadCache
     from sepnms.io.head_feats import write_head
 
     with tempfile.TemporaryDirectory(prefix="bench_detect_") as tmp:
@@ -72,7 +72,8 @@ def main() -> None:
         assert n == 2, "detect wrote no pickles"
 
         # features: HDF5 vs images
-        from sepnms.engine.image_features import ImageFeatures, c4_from_bgr
+        from sepnms.data.head_features import ImageFeatures
+        from sepnms.detection.features import c4_from_bgr
         from sepnms.io.images import read_bgr
 
         feats = ImageFeatures(cfg, files)

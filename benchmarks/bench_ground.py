@@ -48,7 +48,7 @@ def run(cfg) -> None:
     import torch
 
     from sepnms.engine.ground import gt_sets, load_trained, predict, train_grounding
-    from sepnms.engine.ground_data import GroundingData, VisualFeatures
+    from sepnms.grounding.data import GroundingData, VisualFeatures
     from sepnms.grounding.mattnet import count_parameters
 
     g = cfg.grounding

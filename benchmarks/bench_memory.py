@@ -54,8 +54,8 @@ else:
 FIXED = r"""
 import sys
 from sepnms.config import load_config
-from sepnms.engine.image_features import HeadCache
-from sepnms.engine.inputs import Workspace
+from sepnms.data.head_features import HeadCache
+from sepnms.data.workspace import Workspace
 from sepnms.engine.propose import load_trained
 cfg = load_config(sys.argv[1], sys.argv[2:])
 ws = Workspace.open(cfg)
@@ -84,8 +84,8 @@ import numpy as np
 import sepnms.engine.propose as P
 from sepnms.config import load_config
 from sepnms.data.candidates import Candidates
-from sepnms.engine.image_features import HeadCache
-from sepnms.engine.inputs import Workspace
+from sepnms.data.head_features import HeadCache
+from sepnms.data.workspace import Workspace
 
 n, chunk, config, overrides = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 P.HEAD_CHUNK = chunk

@@ -44,9 +44,9 @@ def main() -> None:
 def run(cfg, args) -> None:
     import torch
 
-    from sepnms.engine.image_features import HeadCache
+    from sepnms.data.head_features import HeadCache
 
-    from sepnms.engine.inputs import Workspace
+    from sepnms.data.workspace import Workspace
     from sepnms.engine.propose import load_trained, per_expression_scores, propose, score_image
     from sepnms.io.proposals import read_proposals
 

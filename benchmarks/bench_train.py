@@ -43,7 +43,7 @@ def main() -> None:
 def run(cfg, args) -> None:
     import torch
 
-    from sepnms.engine.inputs import Workspace
+    from sepnms.data.workspace import Workspace
     from sepnms.engine.train import train
 
     t = cfg.train

@@ -29,7 +29,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from sepnms.engine.inputs import TrainingSet, Workspace
+    from sepnms.data.training_set import TrainingSet
+    from sepnms.data.workspace import Workspace
     from sepnms.models.sepnms_model import build_model
 
     torch.set_num_threads(args.threads)

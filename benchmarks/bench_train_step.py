@@ -25,7 +25,8 @@ def cpu() -> float:
 def measure(cfg, batch_size: int, steps: int) -> dict[str, float]:
     import torch
 
-    from sepnms.engine.inputs import TrainingSet, Workspace, collate
+    from sepnms.data.training_set import TrainingSet, collate
+    from sepnms.data.workspace import Workspace
     from sepnms.engine.train import RoIForward, batch_loss, forward_batch
     from sepnms.models.sepnms_model import build_model
 

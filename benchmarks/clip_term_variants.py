@@ -16,7 +16,7 @@ import numpy as np
 from sepnms.config import load_config
 from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
 from sepnms.data.refdb import load_refdb
-from sepnms.engine.fusion import fuse_table
+from sepnms.models.fusion import fuse_table
 from sepnms.evaluation.intervals import paired_differences, with_intervals
 from sepnms.evaluation.metrics import choose_conf, expression_outcomes
 from sepnms.io.proposals import proposals_path, read_proposals

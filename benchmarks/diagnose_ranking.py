@@ -41,7 +41,7 @@ import numpy as np
 from sepnms.config import load_config
 from sepnms.data.ctxdb import box_iou_np, ctxdb_path, load_ctxdb
 from sepnms.data.refdb import load_refdb
-from sepnms.engine.fusion import classwise_nms, fuse_scores
+from sepnms.models.fusion import classwise_nms, fuse_scores
 from sepnms.evaluation.metrics import select_by_conf
 from sepnms.evaluation.stats import bootstrap_ci, paired_difference_ci
 from sepnms.io.proposals import proposals_path, read_proposals

@@ -400,7 +400,7 @@ def test_boxes_outside_inverted_or_zero_area_are_clipped_or_dropped(tiny_world, 
 
 def test_expression_without_known_tokens_is_counted(tiny_world, prepared, tmp_path, capsys):
     """Not an error: its words all map to ``<unk>`` (id 0); prepare's summary counts it."""
-    from sepnms.engine.inputs import Workspace
+    from sepnms.data.workspace import Workspace
 
     assert json.loads((Path(prepared.workdir) / "prepare" / "summary.json").read_text())[
         "expressions_without_known_tokens"] == 0

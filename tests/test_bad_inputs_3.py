@@ -261,7 +261,7 @@ def test_image_of_another_size_than_the_dataset_record(tmp_path):
     from types import SimpleNamespace
 
     from sepnms.config import load_config
-    from sepnms.engine.image_features import check_image_inputs
+    from sepnms.data.head_features import check_image_inputs
     from sepnms.errors import InputError
 
     ckpt = _tiny_checkpoint(tmp_path / "det.pth")

@@ -72,9 +72,9 @@ def test_mattnet_dets_row_and_equal_budget_rows(evaluated):
 def test_second_stage_candidates_are_the_first_stages(evaluated):
     """``ground eval``'s candidate sets of ``M@mattnet_dets`` and ``mattnet_dets`` hold as many
     candidates per sentence as evaluate's rows (one selection mechanism for both stages)."""
-    from sepnms.engine.budget import Budgets
+    from sepnms.evaluation.budget import Budgets
     from sepnms.engine.ground import candidate_sets
-    from sepnms.engine.ground_data import GroundingData
+    from sepnms.grounding.data import GroundingData
 
     metrics = json.loads((Path(evaluated.workdir) / "eval" / "metrics.json").read_text())
     data = GroundingData.open(evaluated)
@@ -108,7 +108,7 @@ def test_equal_budget_switched_off(evaluated, tmp_path):
 
 
 def test_budgeted_name_is_refused_when_its_base_is_unsafe(evaluated):
-    from sepnms.engine.budget import Budgets, split_method
+    from sepnms.evaluation.budget import Budgets, split_method
     from sepnms.engine.ground import fused_sets
     from sepnms.errors import ConfigError
 

@@ -270,7 +270,7 @@ def test_fingerprint_tracks_changes():
 
 
 def test_paper_preset_trains_on_clip_labels_and_says_how_to_get_them(tmp_path):
-    from sepnms.engine.inputs import load_training_ctxdb
+    from sepnms.data.workspace import load_training_ctxdb
     from sepnms.errors import InputError
 
     cfg = load_config("paper", [f"workdir={tmp_path}"])

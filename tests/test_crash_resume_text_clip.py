@@ -128,7 +128,8 @@ def test_encode_text_killed_and_resumed(prepared, tiny_world, tmp_path):
     import h5py
 
     from sepnms.data.refdb import load_refdb
-    from sepnms.engine.encode_text import encode_text, vectors_path
+    from sepnms.engine.encode_text import encode_text
+    from sepnms.workdir import vectors_path
     from sepnms.text.sentence_encoder import load_vectors
 
     clean = _copy(prepared, tmp_path, "clean")

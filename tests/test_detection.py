@@ -383,8 +383,8 @@ def test_head_cache_from_images_equals_h5_written_by_the_same_trunk(tmp_path):
     from PIL import Image
 
     from sepnms.config import load_config
-    from sepnms.engine.image_features import c4_from_bgr
-    from sepnms.engine.image_features import HeadCache
+    from sepnms.detection.features import c4_from_bgr
+    from sepnms.data.head_features import HeadCache
     from sepnms.io.images import read_bgr
     from sepnms.io.head_feats import write_head
 
@@ -606,7 +606,7 @@ def test_features_from_images_inputs_are_checked(tmp_path):
     from types import SimpleNamespace
 
     from sepnms.config import load_config
-    from sepnms.engine.image_features import check_image_inputs
+    from sepnms.data.head_features import check_image_inputs
     from sepnms.errors import ConfigError
 
     ckpt = _tiny_checkpoint(tmp_path / "det.pth")

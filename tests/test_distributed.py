@@ -74,7 +74,8 @@ SPLITS = ["val", "testA", "testB"]
 def test_torchrun_train_ddp(prepared, tiny_world, tmp_path):
     """2 ranks, gloo: trains, rank 0 writes checkpoints; the all-reduced, rank-split validation loss
     equals the single-process validation of the saved best weights."""
-    from sepnms.engine.inputs import TrainingSet, Workspace, collate
+    from sepnms.data.training_set import TrainingSet, collate
+    from sepnms.data.workspace import Workspace
     from sepnms.engine.checkpoint import load_checkpoint
     from sepnms.engine.train import RoIForward, train, validation_loss
     from sepnms.workdir import model_dir
@@ -122,7 +123,7 @@ def test_torchrun_propose_equals_single_process(prepared, tiny_world, tmp_path):
 
 
 def test_torchrun_encode_text_equals_single_process(prepared, tiny_world, tmp_path):
-    from sepnms.engine.encode_text import vectors_path
+    from sepnms.workdir import vectors_path
     from sepnms.text.sentence_encoder import load_vectors
 
     dist = _copy(prepared, tmp_path, "dist")
@@ -176,7 +177,8 @@ def test_stale_parts_of_another_model_are_discarded(prepared, tmp_path):
 
 def test_shard_and_merge_encode_text(prepared, tiny_world, tmp_path):
     from sepnms.cli import main
-    from sepnms.engine.encode_text import encode_text, merge_text, vectors_path
+    from sepnms.engine.encode_text import encode_text, merge_text
+    from sepnms.workdir import vectors_path
     from sepnms.errors import InputError
     from sepnms.text.sentence_encoder import load_vectors
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sepnms.config import FusionConfig
-from sepnms.engine.fusion import classwise_nms, fuse_expression, fuse_scores, fuse_table
+from sepnms.models.fusion import classwise_nms, fuse_expression, fuse_scores, fuse_table
 from sepnms.io.proposals import ExpressionCandidates, ProposalTable, read_proposals, write_proposals
 
 DET = np.array([0.5, 0.8, 0.1])
@@ -175,7 +175,7 @@ def test_object_clip_term_is_a_softmax_over_unique_confident_detections():
 
 def test_sep_clip_uses_the_configured_clip_term():
     from sepnms.config import FusionConfig
-    from sepnms.engine.fusion import clip_input
+    from sepnms.models.fusion import clip_input
 
     box = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32)
     cand = ExpressionCandidates(1, 1, 1, box, np.array([1, 2], np.int32), np.array([0.9, 0.8], np.float32),

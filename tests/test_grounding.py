@@ -144,7 +144,7 @@ def gcfg(tiny_world, tmp_path):
 
 
 def test_negatives_never_equal_the_positive(gcfg):
-    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+    from sepnms.grounding.data import BatchSampler, GroundingData, VisualFeatures
 
     data = GroundingData.open(gcfg)
     vocab = data.build_vocab(0)
@@ -177,7 +177,7 @@ def test_training_batch_has_one_entry_per_row_as_mattnets_lossfun(gcfg):
     """Rows [pos | visual neg | pos] of objects and [sent | sent | neg sent] of labels, one entry
     each (the att_fuse BatchNorm sees a positive object twice per sentence, and word dropout is
     drawn per row), as MAttNet's lossFun concatenates Feats / labels."""
-    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+    from sepnms.grounding.data import BatchSampler, GroundingData, VisualFeatures
 
     data = GroundingData.open(gcfg)
     vocab = data.build_vocab(0)
@@ -203,7 +203,7 @@ def test_training_batch_has_one_entry_per_row_as_mattnets_lossfun(gcfg):
 def test_negative_fallbacks_are_mattnets():
     """No different-type object and the coin says no: None (MAttNet draws any annotated object of
     the dataset, not the same-type one); one object: None / None; no other ref: None."""
-    from sepnms.engine.ground_data import ImageObjects, sample_negatives
+    from sepnms.grounding.data import ImageObjects, sample_negatives
 
     boxes = np.array([[0, 0, 5, 5], [10, 0, 15, 5], [20, 0, 25, 5]], np.float32)
     same = ImageObjects(1, 50, 50, [1, 2, 3], boxes, np.array([4, 4, 4]), [7])
@@ -220,7 +220,7 @@ def test_negative_fallbacks_are_mattnets():
 def test_one_object_images_keep_their_rows(gcfg):
     """An image reduced to its referent still gives seq_per_ref rows per sentence draw; the visual
     negative is another image's object, pooled on this image's head (as MAttNet's getBatch)."""
-    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+    from sepnms.grounding.data import BatchSampler, GroundingData, VisualFeatures
 
     data = GroundingData.open(gcfg)
     sampler0 = BatchSampler(gcfg, data, data.build_vocab(0), VisualFeatures(gcfg, data))
@@ -248,7 +248,7 @@ def test_one_object_images_keep_their_rows(gcfg):
 
 
 def test_batchnorm_scales_start_uniform_and_images_keep_a_fixed_order(gcfg):
-    from sepnms.engine.ground_data import BatchSampler, GroundingData, VisualFeatures
+    from sepnms.grounding.data import BatchSampler, GroundingData, VisualFeatures
 
     torch.manual_seed(0)
     net = MAttNet(GroundingConfig(jemb_dim=64), 50, 16, 32)
@@ -275,7 +275,7 @@ class _RightmostNet(torch.nn.Module):
 
 def test_eval_on_hand_made_candidates_picks_the_expected_box(gcfg):
     from sepnms.engine.ground import CandidateSet, accuracy_of, predict
-    from sepnms.engine.ground_data import GroundingData, VisualFeatures
+    from sepnms.grounding.data import GroundingData, VisualFeatures
     from sepnms.grounding.vocab import GroundingVocab
 
     data = GroundingData.open(gcfg)
@@ -316,7 +316,7 @@ def _one_image_data():
     """A hand-made GroundingData: image 1 (100 x 80) with referent ann 10 at [20, 10, 40, 30]
     (x2 = x + w: w = h = 20) and ann 11 at [21, 10, 41, 30] (IoU with it 19 x 20 / (2 x 400 - 380)
     = 0.905), one ref (ann 10) with sentence 100."""
-    from sepnms.engine.ground_data import GroundingData, ImageObjects
+    from sepnms.grounding.data import GroundingData, ImageObjects
 
     img = ImageObjects(1, 100, 80, [10, 11], np.array([[20, 10, 40, 30], [21, 10, 41, 30]], np.float32),
                        np.array([1, 1]), [5])
@@ -327,7 +327,7 @@ def _one_image_data():
 def test_grounding_vocabulary_counts_every_split_as_mattnets_prepro():
     """A word seen 6 times in val sentences only is in (count > 5 over all splits); one seen 5
     times over train + val is not; '__background__' is added with the category words."""
-    from sepnms.engine.ground_data import GroundingData, ImageObjects
+    from sepnms.grounding.data import GroundingData, ImageObjects
 
     img = ImageObjects(1, 100, 80, [10], np.array([[0, 0, 5, 5]], np.float32), np.array([1]), [5, 6])
     refs = {5: {"image_id": 1, "ann_index": 0, "split": "train", "sent_ids": list(range(100, 106)), "category_id": 1},
@@ -371,7 +371,7 @@ def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
     import json
 
     from sepnms.engine.ground import file_sets
-    from sepnms.engine.ground_data import GroundingData
+    from sepnms.grounding.data import GroundingData
 
     data = GroundingData.open(gcfg)
     s0 = data.sent_ids("val")[0]
@@ -383,7 +383,7 @@ def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
     ours.write_text(json.dumps([{"sent_id": s0, "image_id": iid, "box": [10, 20, 30, 40], "fin_score": 0.5}]))
     assert file_sets(ours, data, "val")[s0].xywh(0) == [10.0, 20.0, 30.0, 40.0]
     # the detector's own detections: w = x2 - x1 + 1, as run_detect.py writes dets.json
-    from sepnms.engine.budget import Budgets
+    from sepnms.evaluation.budget import Budgets
     from sepnms.engine.ground import mattnet_det_sets
 
     dets = mattnet_det_sets(Budgets(gcfg), data, "val")
@@ -423,7 +423,7 @@ def test_learning_rate_schedule():
 def test_tiny_training_overfits_to_full_gt_box_accuracy(tmp_path):
     """A handful of images, trained and evaluated on the same split: every sentence right."""
     from sepnms.engine.ground import accuracy_of, gt_sets, load_trained, predict, train_grounding
-    from sepnms.engine.ground_data import GroundingData, VisualFeatures
+    from sepnms.grounding.data import GroundingData, VisualFeatures
     from sepnms.engine.world import build_world
 
     over = ["world.n_images=4", "world.sentences_per_ref=1", "world.split_fractions={train: 1.0}"]
@@ -456,7 +456,7 @@ def test_detection_files_become_candidate_sets(gcfg, tmp_path):
     import json
 
     from sepnms.engine.ground import file_sets
-    from sepnms.engine.ground_data import GroundingData
+    from sepnms.grounding.data import GroundingData
     from sepnms.errors import InputError
 
     data = GroundingData.open(gcfg)
@@ -528,8 +528,8 @@ def test_ground_train_under_torchrun_two_ranks(tiny_world, tmp_path):
 def test_layer4_source_detector_reads_the_detectors_layer4(gcfg):
     """``grounding.layer4_source: detector`` (the demo's): fc7 comes from the layer4 of the
     checkpoint ``detect`` runs (the world's trained detector), not from a seeded random one."""
-    from sepnms.engine.ground_data import GroundingData, VisualFeatures
-    from sepnms.engine.image_features import detector_checkpoint
+    from sepnms.grounding.data import GroundingData, VisualFeatures
+    from sepnms.data.head_features import detector_checkpoint
     from sepnms.io.checkpoints import torch_load_weights
 
     assert gcfg.paths.maskrcnn_checkpoint is None and gcfg.grounding.layer4_source == "detector"

@@ -23,7 +23,7 @@ from conftest import TINY
 from test_bad_inputs import assert_one_clear_error
 from sepnms.cli import main
 from sepnms.config import ModelConfig
-from sepnms.engine.inputs import pad_words
+from sepnms.data.training_set import pad_words
 from sepnms.errors import ConfigError, InputError
 from sepnms.interop import export_release_weights, import_release_weights
 from sepnms.io.checkpoints import torch_load_weights
@@ -239,7 +239,7 @@ def _demo_release_file(prepared, path: Path, fmt: str, seed: int = 0) -> dict:
 
 def test_cli_import_weights_writes_the_checkpoint_propose_reads(tiny_world, prepared, tmp_path, capsys):
     from sepnms.config import load_config
-    from sepnms.engine.inputs import Workspace
+    from sepnms.data.workspace import Workspace
     from sepnms.engine.propose import load_trained
 
     work = tmp_path / "work"
@@ -258,7 +258,7 @@ def test_cli_import_weights_writes_the_checkpoint_propose_reads(tiny_world, prep
     assert torch.equal(model.state_dict()["head.0.bn3.running_mean"], state["head.0.bn3.running_mean"])
 
     # propose scores with it: its ctx_score is sigmoid(the release module's forward) on the same pooled RoIs
-    from sepnms.engine.image_features import HeadCache
+    from sepnms.data.head_features import HeadCache
     from sepnms.engine.propose import propose
     from sepnms.io.proposals import proposals_path, read_proposals
     from sepnms.models.pooling import pool_rois

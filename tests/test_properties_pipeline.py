@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sepnms.evaluation.metrics import box_iou, paired_iou, select_by_conf
-from sepnms.engine.fusion import RULES, classwise_nms, fuse_scores
+from sepnms.models.fusion import RULES, classwise_nms, fuse_scores
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 IO_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,7 @@ from sepnms.clip.labeller import critical_ann_ids
 from sepnms.data.candidates import initial_filter
 from sepnms.data.ctxdb import glove_ctxdb, split_critical
 from sepnms.data.sampling import CONTEXT, NEGATIVE, REFERENT, assign_labels
-from sepnms.engine.fusion import fuse_scores
+from sepnms.models.fusion import fuse_scores
 from sepnms.evaluation.downstream import downstream_accuracy
 from sepnms.evaluation.metrics import (box_iou, conf_sweep, ctx_recall, evaluate_at_conf, hit_rate, select_by_conf,
                                        top1_accuracy)

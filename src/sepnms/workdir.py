@@ -90,6 +90,11 @@ def model_dir(cfg: Config, name: str) -> Path:
     return Path(cfg.workdir) / "models" / name
 
 
+def vectors_path(cfg: Config) -> Path:
+    """``text/sentence_vectors.h5``: the sentence vectors ``encode-text`` writes and the model reads."""
+    return Path(cfg.workdir) / "text" / "sentence_vectors.h5"
+
+
 def save_portable_config(cfg: Config, path: Path) -> Path:
     """Write ``cfg`` as a complete config YAML at ``path``; paths inside ``path``'s folder are
     written relative to it (``load_config`` resolves them against the file's folder), so the

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 
 from sepnms.config import Config
-from sepnms.engine.inputs import Workspace
+from sepnms.data.workspace import Workspace
 from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_path
 from sepnms.io.checkpoints import torch_load_weights

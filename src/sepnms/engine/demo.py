@@ -11,12 +11,12 @@ from typing import Any, Optional
 
 from sepnms.config import Config, load_config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_recall, save_ctxdb
-from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS
+from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
 from sepnms.engine.gallery import gallery
 from sepnms.engine.ground import demo_second_stage
-from sepnms.engine.image_features import features_check
+from sepnms.data.head_features import features_check
 from sepnms.data.refdb import load_refer
 from sepnms.engine.prepare import prepare
 from sepnms.engine.propose import propose

@@ -36,12 +36,13 @@ from sepnms.config import Config
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.dets import mattnet_detections
 from sepnms.detection.preprocess import preprocess
-from sepnms.engine.image_features import autocast, detector_checkpoint, read_detector_image
+from sepnms.data.head_features import detector_checkpoint, read_detector_image
+from sepnms.detection.features import autocast
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path, atomic_write_json
 from sepnms.io.finite import check_finite
 from sepnms.io.head_feats import write_head
-from sepnms.io.images import coco_file_name, image_ids_in_folder
+from sepnms.io.images import dataset_image_path, image_ids_in_folder
 from sepnms.io.parts import PartFiles, chunked, describe_missing, file_digest, h5_attr_keys, shard_keys
 from sepnms.io.rpn import load_rpn, write_rpn
 
@@ -68,7 +69,7 @@ def image_files(cfg: Config, images_dir: Optional[Path] = None) -> dict[int, Pat
 
     refer = load_refer(cfg)
     folder = cfg.images_dir()
-    return {iid: folder / (refer.img_by_id.get(iid, {}).get("file_name") or coco_file_name(iid))
+    return {iid: dataset_image_path(folder, iid, refer.img_by_id.get(iid, {}).get("file_name"))
             for iid in sorted(refer.refs_by_image)}
 
 

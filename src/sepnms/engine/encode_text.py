@@ -20,17 +20,13 @@ import numpy as np
 from sepnms.config import Config
 from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.engine.distributed import resolve_device
-from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
+from sepnms.workdir import STAGE_SECTIONS, check_stage, vectors_path, write_manifest
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.finite import check_finite
 from sepnms.io.parts import PartFiles, chunked, describe_missing, h5_attr_keys, shard_keys
 from sepnms.text.sentence_encoder import build_tiny_encoder, encode_sentences, load_encoder, save_vectors
 
 log = logging.getLogger(__name__)
-
-
-def vectors_path(cfg: Config) -> Path:
-    return Path(cfg.workdir) / "text" / "sentence_vectors.h5"
 
 
 def encoder_dir(cfg: Config) -> Path:

@@ -19,8 +19,8 @@ from typing import Any, Optional
 from sepnms.config import Config
 from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
 from sepnms.data.refdb import load_refdb
-from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets
-from sepnms.engine.fusion import fuse_table
+from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets
+from sepnms.models.fusion import fuse_table
 from sepnms.workdir import safe_name
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.intervals import DEFAULT_PAIRS, paired_differences, with_intervals
@@ -123,7 +123,7 @@ def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = 
     ``mattnet_dets`` - MAttNet's per-image detections as the candidates of every expression of the
     image - is evaluated as a method, and every fused method ``M`` also as ``M@mattnet_dets``: its
     proposals at the conf that keeps, per split, as many proposals per expression as
-    ``mattnet_dets`` has (:mod:`sepnms.engine.budget`).
+    ``mattnet_dets`` has (:mod:`sepnms.evaluation.budget`).
     """
     ev = cfg.evaluate
     refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"

@@ -20,7 +20,7 @@ from sepnms.config import Config
 from sepnms.data.refdb import load_refdb
 from sepnms.engine.evaluate import fused_path
 from sepnms.errors import ConfigError
-from sepnms.engine.image_features import image_file
+from sepnms.data.images import image_file
 from sepnms.engine.show import Evaluation, load_metrics, method_name, resolve_methods, second_stage
 from sepnms.evaluation.gallery import Card, MethodOutcome, MethodView, write_gallery
 from sepnms.evaluation.palette import base_method

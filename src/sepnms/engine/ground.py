@@ -33,13 +33,13 @@ import torch
 from tqdm import tqdm
 
 from sepnms.config import Config
-from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
+from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
 from sepnms.engine.checkpoint import load_weights, save_checkpoint
 from sepnms.engine.early_stop import should_stop
 from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
 from sepnms.engine.train_guard import FreshRun, run_lock
-from sepnms.engine.ground_data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
-                                       object_table, pad_labels)
+from sepnms.grounding.data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
+                                   object_table, pad_labels)
 from sepnms.errors import InputError
 from sepnms.evaluation.downstream import compute_iou_inclusive
 from sepnms.evaluation.stats import bootstrap_ci
@@ -285,7 +285,7 @@ def mattnet_det_sets(budgets: Budgets, data: GroundingData, split: str) -> dict[
 def fused_sets(budgets: Budgets, method: str, split: str) -> dict[int, CandidateSet]:
     """The kept proposals of a fused first-stage table, at the conf ``evaluate`` chooses for it:
     ``method`` is a fused method ``M`` or ``M@mattnet_dets`` (``M`` at the budget of MAttNet's
-    detections; :mod:`sepnms.engine.budget`)."""
+    detections; :mod:`sepnms.evaluation.budget`)."""
     from sepnms.engine.evaluate import fused_path
     from sepnms.evaluation.metrics import SCORE_COLUMN, select_by_conf
     from sepnms.io.proposals import read_proposals

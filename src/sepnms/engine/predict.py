@@ -119,8 +119,8 @@ class Predictor:
 
     def __init__(self, cfg: Config, model: str = "sepnms", rule: Optional[str] = None):
         from sepnms.engine.distributed import resolve_device
-        from sepnms.engine.image_features import HeadCache
-        from sepnms.engine.inputs import Workspace
+        from sepnms.data.head_features import HeadCache
+        from sepnms.data.workspace import Workspace
         from sepnms.engine.propose import load_trained
 
         if model not in MODELS:
@@ -193,7 +193,7 @@ class Predictor:
             return self.ws.candidates.get(iid), head, scale, w, h
         from sepnms.data.candidates import initial_filter
         from sepnms.detection.preprocess import preprocess
-        from sepnms.engine.image_features import read_detector_image
+        from sepnms.data.head_features import read_detector_image
 
         path = Path(str(image).strip())
         model, dc, p = self._detector(), self.cfg.detector, self.cfg.prepare  # first: says what is missing
@@ -208,7 +208,7 @@ class Predictor:
     def _detector(self):
         if self._det is None:
             from sepnms.detection.checkpoint import load_detector
-            from sepnms.engine.image_features import check_channels, detector_checkpoint
+            from sepnms.data.head_features import check_channels, detector_checkpoint
 
             ckpt = detector_checkpoint(self.cfg)
             if not ckpt.is_file():
@@ -220,7 +220,7 @@ class Predictor:
 
     def image(self, image: int | str | Path) -> np.ndarray:
         """[H, W, 3] uint8 RGB pixels of a dataset image or an image file."""
-        from sepnms.engine.image_features import load_image
+        from sepnms.data.images import load_image
         from sepnms.io.images import read_image
 
         iid = self.image_id(image)
@@ -260,7 +260,7 @@ class Predictor:
         """Every candidate of ``image`` scored for ``expression``, by descending fused score;
         ``kept`` marks the proposals the method keeps (class-wise NMS, then the conf of
         ``evaluate`` when it has run, else every NMS survivor)."""
-        from sepnms.engine.fusion import classwise_nms, clip_input, fuse_scores
+        from sepnms.models.fusion import classwise_nms, clip_input, fuse_scores
         from sepnms.evaluation.metrics import select_by_conf
 
         ec = self.score(image, expression)

@@ -125,7 +125,7 @@ def prepare(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict
     if cfg.features.source == "h5":
         check_head_feats(cfg, sorted(image_split), {iid: (img["width"], img["height"]) for iid, img in refdb.images.items()})
     else:  # C4 maps computed from the images by the detector trunk
-        from sepnms.engine.image_features import check_image_inputs
+        from sepnms.data.head_features import check_image_inputs
 
         check_image_inputs(cfg, refdb)
 

@@ -21,8 +21,9 @@ from tqdm import tqdm
 from sepnms.config import Config
 from sepnms.data.candidates import Candidates
 from sepnms.engine.distributed import resolve_device
-from sepnms.engine.image_features import HeadCache
-from sepnms.engine.inputs import Workspace, pad_words
+from sepnms.data.head_features import HeadCache
+from sepnms.data.training_set import pad_words
+from sepnms.data.workspace import Workspace
 from sepnms.clip.labeller import clip_autocast
 from sepnms.engine.checkpoint import load_checkpoint, load_weights
 from sepnms.errors import InputError

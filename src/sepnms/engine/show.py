@@ -23,7 +23,7 @@ from sepnms.config import Config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb
 from sepnms.data.refdb import RefDB, load_refdb
 from sepnms.engine.evaluate import fused_path
-from sepnms.engine.image_features import load_image
+from sepnms.data.images import load_image
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.figures import Panel, draw_expression
 from sepnms.evaluation.palette import base_method

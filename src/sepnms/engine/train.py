@@ -27,7 +27,8 @@ from sepnms.engine.distributed import (all_reduce_sum, barrier, broadcast_buffer
                                        resolve_device)
 from sepnms.engine.checkpoint import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint
 from sepnms.engine.early_stop import should_stop
-from sepnms.engine.inputs import TrainingSet, Workspace, collate
+from sepnms.data.training_set import TrainingSet, collate
+from sepnms.data.workspace import Workspace
 from sepnms.engine.train_guard import FreshRun, check_resume_settings, run_lock
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_write_json

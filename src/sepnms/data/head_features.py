@@ -1,8 +1,8 @@
 """The C4 head features the first stage pools from, by image_id: ``HeadCache`` reads them from
 MAttNet's HDF5 files (``features.source: h5``) or computes them from the image files with the
-detector trunk (``features.source: images``, ``ImageFeatures``).  The dataset's image files
-(``image_file``, ``load_image``, ``refdb_image_files``) are found here too, for the detector and
-for the figures (``show``, ``gallery``, ``Predictor.image``).
+detector trunk (``features.source: images``, ``ImageFeatures``), and the cheap checks of that source
+(``check_image_inputs``, ``features_check``).  The dataset's image files are found by
+:mod:`sepnms.data.images`.
 
 MAttNet's head features are ~7.8 MB per image in float32 (~150 GB for RefCOCO) and were never
 published; with ``features.source: images`` train, propose and the benchmarks compute the same
@@ -24,11 +24,12 @@ from sepnms.config import Config
 from sepnms.data.refdb import RefDB
 from sepnms.detection.checkpoint import load_detector
 from sepnms.detection.detector import MaskRCNNC4
-from sepnms.detection.features import autocast, c4_from_bgr, c4_from_rgb  # noqa: F401  (re-exported)
+from sepnms.detection.features import c4_from_bgr
 from sepnms.detection.preprocess import image_scale, resized_size
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.head_feats import read_head
-from sepnms.io.images import dataset_image_path, read_bgr, read_image
+from sepnms.data.images import refdb_image_files, refdb_image_sizes
+from sepnms.io.images import read_bgr
 
 ImageFiles = Union[Mapping[int, Path], Callable[[int], Path]]
 
@@ -140,29 +141,6 @@ class HeadCache:
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
         return item
-
-
-def refdb_image_files(cfg: Config, refdb: RefDB) -> dict[int, Path]:
-    """{image_id: path} of the dataset's images (``file_name`` in ``cfg.images_dir()``)."""
-    return {iid: image_file(cfg, refdb, iid) for iid in refdb.images}
-
-
-def refdb_image_sizes(refdb: RefDB) -> dict[int, tuple[int, int]]:
-    """{image_id: (width, height)} as the dataset records them (checked against each image file)."""
-    return {iid: refdb.image_size(iid) for iid in refdb.images}
-
-
-def image_file(cfg: Config, refdb: RefDB, image_id: int) -> Path:
-    """The file of a dataset image: its ``file_name`` in ``cfg.images_dir()``, else COCO
-    train2014's name for ``image_id``."""
-    return dataset_image_path(cfg.images_dir(), image_id, refdb.images[int(image_id)].get("file_name"))
-
-
-def load_image(cfg: Config, refdb: RefDB, image_id: int) -> np.ndarray:
-    """[H, W, 3] uint8 RGB pixels of a dataset image (through the image gate, ``io.images.read_image``:
-    ``images.max_pixels`` and the size the dataset records)."""
-    return read_image(image_file(cfg, refdb, image_id), max_pixels=cfg.images.max_pixels,
-                      expect_size=refdb.image_size(image_id))
 
 
 def check_image_inputs(cfg: Config, refdb) -> None:

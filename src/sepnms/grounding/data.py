@@ -16,7 +16,7 @@ import torch
 
 from sepnms.config import Config
 from sepnms.data.refdb import load_refer
-from sepnms.engine.image_features import HeadCache, detector_checkpoint
+from sepnms.data.head_features import HeadCache, detector_checkpoint
 from sepnms.errors import InputError
 from sepnms.grounding.features import ObjectGeometry, object_geometry, xyxy_to_xywh
 from sepnms.grounding.mattnet import ObjectTable, frozen_layer4, layer4_grid
