@@ -274,7 +274,8 @@ class _RightmostNet(torch.nn.Module):
 
 
 def test_eval_on_hand_made_candidates_picks_the_expected_box(gcfg):
-    from sepnms.engine.ground import CandidateSet, accuracy_of, predict
+    from sepnms.evaluation.ground_accuracy import accuracy_of
+    from sepnms.grounding.candidates import CandidateSet, predict
     from sepnms.grounding.data import GroundingData, VisualFeatures
     from sepnms.grounding.vocab import GroundingVocab
 
@@ -341,7 +342,8 @@ def test_grounding_vocabulary_counts_every_split_as_mattnets_prepro():
 def test_gt_accuracy_counts_the_chosen_index_as_mattnets_eval_easy():
     """Choosing ann 11 (not the referent, IoU 0.905 with it) is wrong under MAttNet's rule
     (pred_ann_id == ref ann_id) and right under the IoU option."""
-    from sepnms.engine.ground import CandidateSet, accuracy_of, sentence_hits
+    from sepnms.evaluation.ground_accuracy import accuracy_of, sentence_hits
+    from sepnms.grounding.candidates import CandidateSet
 
     data = _one_image_data()
     img = data.images[1]
@@ -357,7 +359,8 @@ def test_detection_boxes_enter_the_iou_with_plus_one_width():
     """A detection [20, 10, 29, 29] covers pixels 20..29 = 10 of the referent's 20 columns: as
     MAttNet's dets.json writes it (w = x2 - x1 + 1 = 10) its IoU is 200 / 400 = 0.5, a hit; read
     one pixel narrower (w = 9) it is 0.45, a miss."""
-    from sepnms.engine.ground import CandidateSet, sentence_hits
+    from sepnms.evaluation.ground_accuracy import sentence_hits
+    from sepnms.grounding.candidates import CandidateSet
 
     data = _one_image_data()
     box = np.array([[20, 10, 29, 29]], np.float32)
@@ -370,7 +373,7 @@ def test_detection_boxes_enter_the_iou_with_plus_one_width():
 def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
     import json
 
-    from sepnms.engine.ground import file_sets
+    from sepnms.grounding.candidates import file_sets
     from sepnms.grounding.data import GroundingData
 
     data = GroundingData.open(gcfg)
@@ -384,7 +387,7 @@ def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
     assert file_sets(ours, data, "val")[s0].xywh(0) == [10.0, 20.0, 30.0, 40.0]
     # the detector's own detections: w = x2 - x1 + 1, as run_detect.py writes dets.json
     from sepnms.evaluation.budget import Budgets
-    from sepnms.engine.ground import mattnet_det_sets
+    from sepnms.engine.ground_candidates import mattnet_det_sets
 
     dets = mattnet_det_sets(Budgets(gcfg), data, "val")
     cs = next(c for c in dets.values() if len(c.boxes))
@@ -422,7 +425,9 @@ def test_learning_rate_schedule():
 @pytest.mark.slow
 def test_tiny_training_overfits_to_full_gt_box_accuracy(tmp_path):
     """A handful of images, trained and evaluated on the same split: every sentence right."""
-    from sepnms.engine.ground import accuracy_of, gt_sets, load_trained, predict, train_grounding
+    from sepnms.engine.ground import load_trained, train_grounding
+    from sepnms.evaluation.ground_accuracy import accuracy_of
+    from sepnms.grounding.candidates import gt_sets, predict
     from sepnms.grounding.data import GroundingData, VisualFeatures
     from sepnms.engine.world import build_world
 
@@ -455,7 +460,7 @@ def test_ground_eval_without_a_trained_model_is_one_line_and_exit_2(gcfg, tmp_pa
 def test_detection_files_become_candidate_sets(gcfg, tmp_path):
     import json
 
-    from sepnms.engine.ground import file_sets
+    from sepnms.grounding.candidates import file_sets
     from sepnms.grounding.data import GroundingData
     from sepnms.errors import InputError
 

@@ -354,7 +354,8 @@ def cmd_gallery(args) -> None:
 
 
 def cmd_ground(args) -> None:
-    from sepnms.engine.ground import evaluate_grounding, train_grounding
+    from sepnms.engine.ground import train_grounding
+    from sepnms.engine.ground_eval import evaluate_grounding
 
     cfg = _cfg(args)
     if args.action == "train":

@@ -15,7 +15,7 @@ from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
 from sepnms.engine.gallery import gallery
-from sepnms.engine.ground import demo_second_stage
+from sepnms.engine.ground_eval import demo_second_stage
 from sepnms.data.head_features import features_check
 from sepnms.data.refdb import load_refer
 from sepnms.engine.prepare import prepare

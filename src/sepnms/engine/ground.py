@@ -1,4 +1,4 @@
-"""``sepnms ground train`` and ``sepnms ground eval``: the second stage (MAttNet) end to end.
+"""``sepnms ground train``: the second stage (MAttNet) trained end to end, and its checkpoints.
 
 ``train``: MAttNet's recipe on the annotated objects of ``grounding.train_split`` (Adam, hinge
 ranking with one visual and one language negative per sentence, value clipping of gradients,
@@ -9,50 +9,36 @@ validations in a row without a higher accuracy; ``max_iters`` bounds it); ``last
 ``checkpoint_every``) resumes to the same result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank takes its own
 images; the effective batch is ``WORLD_SIZE x batch_images``).
 
-``eval``: for every sentence, score a candidate set with the trained MAttNet and pick the best
-box; accuracy as MAttNet counts it, with a bootstrap interval: on ground-truth boxes the chosen
-object is the referent (``eval_easy_utils``: ``pred_ann_id == ref ann_id``;
-``grounding.gt_accuracy``), on other candidates IoU >= 0.5 with the referent's box (inclusive
-pixels, ``eval_dets_utils``), a detection of the detector entering as MAttNet's ``dets.json`` holds
-it (``w = x2 - x1 + 1``) and a file's box as the file holds it.
-Candidate sets (methods): ``gt`` (the image's annotated objects), ``mattnet_dets`` (the detector's
-per-image detections under MAttNet's rule), every fused first-stage table in ``<workdir>/fused``
-(kept proposals at the conf ``evaluate`` chooses) and any detection file (``--dets``).
+``sepnms ground eval`` is :mod:`sepnms.engine.ground_eval`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from sepnms.config import Config
-from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
 from sepnms.engine.checkpoint import load_weights, save_checkpoint
 from sepnms.engine.early_stop import should_stop
 from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
 from sepnms.engine.train_guard import FreshRun, run_lock
-from sepnms.grounding.data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
-                                   object_table, pad_labels)
 from sepnms.errors import InputError
-from sepnms.evaluation.downstream import compute_iou_inclusive
-from sepnms.evaluation.stats import bootstrap_ci
-from sepnms.grounding.features import object_geometry, xyxy_to_xywh
+from sepnms.evaluation.ground_accuracy import sentence_hits
+from sepnms.grounding.candidates import gt_sets, predict
+from sepnms.grounding.data import AttributeVocab, BatchSampler, GroundingData, VisualFeatures
 from sepnms.grounding.loss import attribute_loss, ranking_loss
 from sepnms.grounding.mattnet import MAttNet, ObjectTable, build_mattnet
-from sepnms.grounding.vocab import GroundingVocab, max_length_for
+from sepnms.grounding.vocab import GroundingVocab
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.checkpoints import check_finite_state, torch_load_weights
-from sepnms.io.schemas import (check_dets_cover, check_dets_names, grounding_checkpoint_schema, load_metrics,
-                               merge_rows, validate)
+from sepnms.io.schemas import grounding_checkpoint_schema, validate
 from sepnms.version import __version__
-from sepnms.workdir import model_dir, safe_name
+from sepnms.workdir import model_dir
 
 log = logging.getLogger(__name__)
 
@@ -127,215 +113,6 @@ def load_trained(cfg: Config, which: str = "best") -> tuple[MAttNet, GroundingVo
     net = build_mattnet(cfg.grounding, cfg.model, len(vocab))
     load_weights(net, ckpt, path)
     return net.eval(), vocab
-
-
-# ---------------------------------------------------------------------------------------
-# candidate sets and scoring
-
-
-@dataclass
-class CandidateSet:
-    """The candidates one sentence is scored against: boxes [M, 4] xyxy, categories [M].
-
-    ``ann_ids`` [M]: the annotated objects' ids when the candidates are the image's ground-truth
-    boxes (then accuracy can be MAttNet's index rule); ``plus_one``: the boxes are detector
-    detections whose ``[x, y, w, h]`` has ``w = x2 - x1 + 1`` (MAttNet's ``dets.json``), else
-    ``w = x2 - x1`` (annotations: x2 = x + w; Ref-NMS-style files)."""
-
-    image_id: int
-    boxes: np.ndarray
-    categories: np.ndarray
-    ann_ids: Optional[list[int]] = None
-    plus_one: bool = False
-
-    def xywh(self, k: int) -> list[float]:
-        """Candidate ``k`` as ``[x, y, w, h]``, the box the evaluation IoU reads."""
-        x1, y1, x2, y2 = (float(v) for v in self.boxes[k])
-        extra = 1.0 if self.plus_one else 0.0
-        return [x1, y1, x2 - x1 + extra, y2 - y1 + extra]
-
-
-@torch.no_grad()
-def predict(net: MAttNet, vocab: GroundingVocab, feats: VisualFeatures, data: GroundingData,
-            sets: dict[int, CandidateSet], cfg: Config, progress: bool = False, images_per_forward: int = 8,
-            desc: str = "ground") -> dict[int, Optional[int]]:
-    """``{sent_id: index of the chosen candidate (None for an empty candidate set)}`` for every
-    sentence of ``sets``.
-
-    Per image: the union of its sentences' boxes is pooled once (one read of the head map); each
-    distinct candidate set gets its own geometry (neighbours and contexts are within the set)."""
-    g, device = cfg.grounding, cfg.device
-    net.eval().to(device)
-    max_len = max_length_for(cfg.dataset, g.max_length)
-    by_image: dict[int, list[int]] = {}
-    for sid, s in sets.items():
-        by_image.setdefault(int(s.image_id), []).append(sid)
-    out: dict[int, Optional[int]] = {sid: None for sid, s in sets.items() if len(s.boxes) == 0}
-    images = sorted(by_image)
-    chunks = [images[i:i + images_per_forward] for i in range(0, len(images), images_per_forward)]
-    for chunk in tqdm(chunks, desc=desc, disable=not progress):
-        tables, rows_obj, rows_sent, owners, labels = [], [], [], [], []
-        base = 0
-        for iid in chunk:
-            sids = [s for s in by_image[iid] if len(sets[s].boxes)]
-            if not sids:
-                continue
-            img = data.images.get(iid)
-            if img is None:
-                raise InputError(None, f"image_id {iid} of a candidate set is not in the refer annotations")
-            all_boxes = np.concatenate([sets[s].boxes for s in sids]).astype(np.float32)
-            uniq, inverse = np.unique(all_boxes, axis=0, return_inverse=True)
-            pool5, fc7 = feats.grids(iid, uniq)
-            distinct: dict[tuple, int] = {}
-            start = 0
-            for s in sids:
-                cs = sets[s]
-                m = len(cs.boxes)
-                inv = torch.as_tensor(inverse.reshape(-1)[start:start + m], dtype=torch.long, device=pool5.device)
-                start += m
-                key = (cs.boxes.astype(np.float32).tobytes(), np.asarray(cs.categories).tobytes())
-                if key not in distinct:
-                    geom = object_geometry(xyxy_to_xywh(cs.boxes), cs.categories, img.width, img.height, g.num_cxt)
-                    tables.append(object_table(pool5[inv], fc7[inv], geom))
-                    distinct[key] = base
-                    base += m
-                first = distinct[key]
-                labels.append(vocab.encode(data.sentences.get(s, []), max_len))
-                rows_obj += list(range(first, first + m))
-                rows_sent += [len(labels) - 1] * m
-                owners.append((s, first, m))
-        if not tables:
-            continue
-        objects = concat_tables(tables)
-        scores, _ = _Flat(net)(*_flat_args(objects, pad_labels(labels), torch.as_tensor(rows_obj),
-                                           torch.as_tensor(rows_sent), device))
-        scores = scores.cpu().numpy()
-        pos = 0
-        for s, first, m in owners:
-            out[s] = int(np.argmax(scores[pos:pos + m]))
-            pos += m
-    return out
-
-
-def _xywh(box_xyxy) -> list[float]:
-    b = [float(v) for v in box_xyxy]
-    return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
-
-
-def sentence_hits(data: GroundingData, sent_ids: Iterable[int], sets: dict[int, CandidateSet],
-                  chosen: dict[int, Optional[int]], gt_rule: str = "index", iou: float = 0.5) -> list[float]:
-    """1.0 / 0.0 per sentence (no set or no choice = wrong).  On a ground-truth set (``ann_ids``)
-    with ``gt_rule = 'index'``: the chosen object is the referent (MAttNet's ``eval_easy_utils``);
-    otherwise IoU >= ``iou`` between the chosen candidate (``CandidateSet.xywh``) and the referent's
-    box (MAttNet's ``computeIoU``, inclusive pixels)."""
-    if gt_rule not in ("index", "iou"):
-        raise ValueError(f"gt_rule must be 'index' or 'iou', not {gt_rule!r}")
-    sent_to_ref = {s: r for r, ref in data.refs.items() for s in ref["sent_ids"]}
-    hits = []
-    for sid in sent_ids:
-        ref = data.refs[sent_to_ref[sid]]
-        img = data.images[ref["image_id"]]
-        cs, k = sets.get(sid), chosen.get(sid)
-        if cs is None or k is None:
-            hits.append(0.0)
-        elif cs.ann_ids is not None and gt_rule == "index":
-            hits.append(1.0 if int(cs.ann_ids[k]) == img.ann_ids[ref["ann_index"]] else 0.0)
-        else:
-            hits.append(1.0 if compute_iou_inclusive(cs.xywh(k), _xywh(img.boxes[ref["ann_index"]])) >= iou else 0.0)
-    return hits
-
-
-def accuracy_of(data: GroundingData, split: str, sets: dict[int, CandidateSet], chosen: dict[int, Optional[int]],
-                gt_rule: str = "index", iou: float = 0.5) -> dict[str, Any]:
-    """MAttNet's accuracy over every sentence of ``split`` (missing = wrong; ``sentence_hits``),
-    with its interval."""
-    hits = sentence_hits(data, data.sent_ids(split), sets, chosen, gt_rule, iou)
-    if not hits:
-        raise InputError(None, f"split {split!r} has no sentence")
-    ci = bootstrap_ci(hits)
-    return {"downstream_accuracy": float(np.mean(hits)), "downstream_accuracy_ci": list(ci) if ci else None,
-            "downstream_n": len(hits), "hits": hits}
-
-
-def gt_sets(data: GroundingData, split: str) -> dict[int, CandidateSet]:
-    out = {}
-    for rid in data.ref_ids(split):
-        img = data.images[data.refs[rid]["image_id"]]
-        cs = CandidateSet(img.image_id, img.boxes, img.categories, ann_ids=list(img.ann_ids))
-        for s in data.refs[rid]["sent_ids"]:
-            out[s] = cs
-    return out
-
-
-def mattnet_det_sets(budgets: Budgets, data: GroundingData, split: str) -> dict[int, CandidateSet]:
-    """The detector's per-image detections under MAttNet's rule (per class NMS, score threshold)."""
-    per_image: dict[int, CandidateSet] = {}
-    out = {}
-    for rid in data.ref_ids(split):
-        iid = data.refs[rid]["image_id"]
-        if iid not in per_image:
-            dets = budgets.dets.of_image(iid)
-            per_image[iid] = CandidateSet(iid, np.array([d.box for d in dets], np.float32).reshape(-1, 4),
-                                          np.array([d.class_index for d in dets], np.int64), plus_one=True)
-        for s in data.refs[rid]["sent_ids"]:
-            out[s] = per_image[iid]
-    return out
-
-
-def fused_sets(budgets: Budgets, method: str, split: str) -> dict[int, CandidateSet]:
-    """The kept proposals of a fused first-stage table, at the conf ``evaluate`` chooses for it:
-    ``method`` is a fused method ``M`` or ``M@mattnet_dets`` (``M`` at the budget of MAttNet's
-    detections; :mod:`sepnms.evaluation.budget`)."""
-    from sepnms.engine.evaluate import fused_path
-    from sepnms.evaluation.metrics import SCORE_COLUMN, select_by_conf
-    from sepnms.io.proposals import read_proposals
-
-    base, _ = split_method(method)
-    table = read_proposals(fused_path(budgets.cfg, safe_name(base, "method name"), split))
-    conf = budgets.selection_conf(table, method, split)
-    out = {}
-    for e in table:
-        keep = select_by_conf(e.scores[SCORE_COLUMN], conf)
-        out[e.sent_id] = CandidateSet(e.image_id, np.asarray(e.box[keep], np.float32).reshape(-1, 4),
-                                      np.asarray(e.cls_idx[keep], np.int64))
-    return out
-
-
-def file_sets(path: Path, data: GroundingData, split: str) -> dict[int, CandidateSet]:
-    """A MAttNet-style detection file: per sentence when its entries carry ``sent_id``, else per image."""
-    from sepnms.io.mattnet_dets import MATTNET, detect_convention, read_dets
-
-    dets = read_dets(path)
-    per_sent: dict[int, list[dict]] = {}
-    per_image: dict[int, list[dict]] = {}
-    for i, d in enumerate(dets):
-        if "image_id" not in d:
-            raise InputError(path, f"entry {i} has no image_id")
-        if "sent_id" in d:
-            per_sent.setdefault(int(d["sent_id"]), []).append(d)
-        else:
-            per_image.setdefault(int(d["image_id"]), []).append(d)
-    if per_sent and per_image:
-        raise InputError(path, "some entries carry a sent_id and others do not (mixed per-sentence / per-image file)")
-    check_dets_cover(path, per_sent, per_image, {s for ref in data.refs.values() for s in ref["sent_ids"]},
-                     {int(ref["image_id"]) for ref in data.refs.values()})
-
-    inclusive = detect_convention(dets) == MATTNET  # MAttNet's own file: x2 = x + w - 1, so w = x2 - x1 + 1
-
-    def cset(iid: int, entries: list[dict]) -> CandidateSet:
-        return CandidateSet(iid, np.array([d["box_xyxy"] for d in entries], np.float32).reshape(-1, 4),
-                            np.array([int(d.get("category_id", 0)) for d in entries], np.int64), plus_one=inclusive)
-
-    out = {}
-    for rid in data.ref_ids(split):
-        ref = data.refs[rid]
-        for s in ref["sent_ids"]:
-            if per_sent:
-                entries = per_sent.get(s, [])
-            else:
-                entries = per_image.get(ref["image_id"], [])
-            out[s] = cset(ref["image_id"], entries)
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -488,126 +265,3 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
     if rank == 0:
         atomic_write_json(out / "train_summary.json", summary, indent=2)
     return summary
-
-
-# ---------------------------------------------------------------------------------------
-# evaluation
-
-
-def default_methods(cfg: Config) -> list[str]:
-    """``gt``, ``mattnet_dets`` (when the detector's output is configured), every fused table ``M``
-    and, with ``mattnet_dets`` and ``evaluate.mattnet_dets``, ``M@mattnet_dets``."""
-    names = ["gt"]
-    dets = has_mattnet_dets(cfg)
-    if dets:
-        names.append(MATTNET_DETS)
-    fused = Path(cfg.workdir) / "fused"
-    if fused.is_dir():
-        fused_names = sorted(p.name for p in fused.iterdir() if p.is_dir())
-        names += fused_names
-        if dets and cfg.evaluate.mattnet_dets:
-            names += [n + AT_MATTNET_DETS for n in fused_names]
-    return names
-
-
-def candidate_sets(budgets: Budgets, data: GroundingData, method: str, split: str,
-                   dets_files: Optional[dict[str, Path]] = None) -> dict[int, CandidateSet]:
-    if dets_files and method in dets_files:
-        return file_sets(dets_files[method], data, split)
-    if method == "gt":
-        return gt_sets(data, split)
-    if method == MATTNET_DETS:
-        return mattnet_det_sets(budgets, data, split)
-    return fused_sets(budgets, method, split)
-
-
-def evaluate_grounding(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[list[str]] = None,
-                       dets: Optional[Iterable[str | Path]] = None, checkpoint: str = "best",
-                       progress: bool = True) -> dict[str, dict[str, dict[str, Any]]]:
-    """Second-stage accuracy per method and split.
-
-    Writes ``<workdir>/ground/metrics.json``, ``<workdir>/ground/hits.json`` (``{method: {split:
-    {sent_id: 0 or 1}}}``, for paired comparisons), one predictions file per (method, split) under
-    ``<workdir>/ground/predictions/`` (``[{sent_id, box: [x, y, w, h]}]``, readable by
-    ``sepnms downstream``), and merges ``downstream_accuracy`` / ``_ci`` / ``_n`` into the split
-    entries of ``<workdir>/eval/metrics.json``.
-    """
-    cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})
-    dets_files = {}
-    for f in dets or []:
-        p = Path(f)
-        dets_files[safe_name(p.stem, "detection file name")] = p
-    check_dets_names([Path(f) for f in dets or []], set(default_methods(cfg)) | set(methods or []) | {"gt", "mattnet_dets"})
-    for p in dets_files.values():  # every file's schema before any work
-        from sepnms.io.mattnet_dets import read_dets
-
-        read_dets(p)
-    names = list(methods or default_methods(cfg)) + [n for n in dets_files if n not in (methods or [])]
-    splits = list(splits or cfg.evaluate.splits)
-    net, vocab = load_trained(cfg, checkpoint)
-    budgets = Budgets(cfg)
-    data = GroundingData.open(cfg)
-    feats = VisualFeatures(cfg, data, size=0)
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    hits: dict[str, dict[str, dict[str, float]]] = {}
-    pred_dir = ground_dir(cfg) / "predictions"
-    for name in names:
-        for split in splits:
-            sets = candidate_sets(budgets, data, name, split, dets_files)
-            chosen = predict(net, vocab, feats, data, sets, cfg, progress, desc=f"ground {name} {split}")
-            m = accuracy_of(data, split, sets, chosen, cfg.grounding.gt_accuracy)
-            hits.setdefault(name, {})[split] = dict(zip((str(s) for s in data.sent_ids(split)), m.pop("hits")))
-            m["candidates_per_sentence"] = float(np.mean([len(s.boxes) for s in sets.values()])) if sets else 0.0
-            results.setdefault(name, {})[split] = m
-            atomic_write_json(pred_dir / f"{name}_{split}.json",
-                              [{"sent_id": int(s), "box": sets[s].xywh(k)} for s, k in sorted(chosen.items()) if k is not None])
-    earlier = load_metrics(ground_dir(cfg) / "metrics.json", "ground eval metrics", missing_ok=True)
-    earlier_hits = load_metrics(ground_dir(cfg) / "hits.json", "ground eval hits", missing_ok=True)
-    eval_metrics = load_metrics(Path(cfg.workdir) / "eval" / "metrics.json", "sepnms metrics", missing_ok=True)
-    atomic_write_json(ground_dir(cfg) / "metrics.json", merge_rows(earlier, results), indent=2)
-    atomic_write_json(ground_dir(cfg) / "hits.json", merge_rows(earlier_hits, hits))
-    merge_into_metrics(Path(cfg.workdir) / "eval" / "metrics.json", results, eval_metrics)
-    return results
-
-
-def merge_into_metrics(path: Path, results: dict[str, dict[str, dict[str, Any]]],
-                       metrics: Optional[dict[str, Any]] = None) -> None:
-    """Add the downstream fields to each (method, split) entry of a metrics.json (created if absent;
-    ``metrics``: its content, already read and checked)."""
-    if metrics is None:
-        metrics = load_metrics(path, "sepnms metrics", missing_ok=True)
-    for name, per_split in results.items():
-        for split, m in per_split.items():
-            entry = metrics.setdefault(name, {}).setdefault(split, {})
-            entry.update({k: m[k] for k in ("downstream_accuracy", "downstream_accuracy_ci", "downstream_n")})
-    atomic_write_json(path, metrics, indent=2)
-
-
-
-def load_hits(cfg: Config) -> dict[str, dict[str, dict[int, float]]]:
-    path = ground_dir(cfg) / "hits.json"
-    if not path.is_file():
-        raise InputError(path, "not found: run `sepnms ground eval` first")
-    raw = json.loads(path.read_text())
-    return {m: {s: {int(k): float(v) for k, v in h.items()} for s, h in per.items()} for m, per in raw.items()}
-
-
-#: the demo's comparisons of the two-stage table (Sep-NMS proposals against the detector's and Ref-NMS's)
-DEMO_PAIRS = (("sepnms", "det"), ("sepnms", "refnms"), ("sepnms", "mattnet_dets"),
-              ("sepnms@mattnet_dets", "mattnet_dets"), ("sepnms_clipctx_clipfuse", "sepnms"))
-
-
-def demo_second_stage(cfg: Config, public: dict[str, Any], progress: bool = True) -> tuple[str, dict[str, Any]]:
-    """The demo's second stage: train MAttNet once, score gt boxes, MAttNet's detections and each of
-    ``public``'s first stages; add ``downstream_accuracy`` (+ ``_ci``, ``_n``) to ``public``'s split
-    entries (and rows ``gt``, ``mattnet_dets``); return the report section and the training summary."""
-    from sepnms.evaluation.ground_report import ground_section
-
-    summary = train_grounding(cfg, resume=False, progress=progress)
-    methods = ["gt", MATTNET_DETS] + [m for m in public if m not in ("gt", MATTNET_DETS)]
-    results = evaluate_grounding(cfg, methods, progress=progress)
-    for name, per_split in results.items():
-        for split, m in per_split.items():
-            public.setdefault(name, {}).setdefault(split, {}).update(
-                {k: m[k] for k in ("downstream_accuracy", "downstream_accuracy_ci", "downstream_n")})
-    return ground_section(results, load_hits(cfg), cfg.evaluate.splits, DEMO_PAIRS, summary), summary

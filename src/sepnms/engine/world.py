@@ -19,10 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from sepnms.config import Config, load_config
-from sepnms.errors import InputError
 from sepnms.io.atomic import atomic_write_json
 
 #: where detector outputs sit in the world folder (the paths its config.yaml names)
@@ -56,42 +53,17 @@ def world_detect(world_dir: Path, progress: bool = False) -> dict[str, str]:
 def world_quality(world_dir: Path, cfg: Optional[Config] = None) -> dict[str, Any]:
     """Box AP50 and the linear probes of the world in ``world_dir`` (see
     ``sepnms.evaluation.world_quality``); written to ``<world>/quality.json`` and returned."""
-    from sepnms.evaluation.world_quality import box_ap50, box_features, linear_probes
-    from sepnms.io.head_feats import read_head
+    from sepnms.evaluation.world_quality import world_measures
     from sepnms.io.rpn import load_rpn
     from sepnms.world.generate import COCO_IDS
 
     world_dir = Path(world_dir)
     cfg = cfg or load_config(str(world_dir / "config.yaml"))
     rpn = load_rpn(world_dir / WORLD_OUTPUTS["rpn_boxes"], world_dir / WORLD_OUTPUTS["rpn_box_scores"])
-    instances = cfg.instances_path()
-    det = box_ap50(instances, rpn.boxes, rpn.scores, list(COCO_IDS), cfg.world.quality_score_thresh)
-    objects_path = world_dir / "objects.json"
-    try:
-        objects = json.loads(objects_path.read_text())
-        anns = json.loads(instances.read_text())["annotations"]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(objects_path, f"cannot read the world's ground truth ({exc})") from None
-    by_image: dict[int, list[dict]] = {}
-    for a in anns:
-        by_image.setdefault(int(a["image_id"]), []).append(a)
-    feats, image_of, labels = [], [], {"category": [], "color": [], "size": []}
-    for iid in sorted(by_image):
-        head, info = read_head(world_dir / WORLD_OUTPUTS["head_feats_dir"], iid)
-        group = by_image[iid]
-        xyxy = np.array([[x, y, x + w - 1, y + h - 1] for x, y, w, h in (a["bbox"] for a in group)], np.float32)
-        feats.append(box_features(head, info, xyxy, cfg.model.feat_stride))
-        for a in group:
-            o = objects[str(a["id"])]
-            image_of.append(iid)
-            labels["category"].append(int(a["category_id"]))
-            labels["color"].append(o["color"])
-            labels["size"].append(o["size"])
-    probes = linear_probes(np.concatenate(feats), {k: np.array(v) for k, v in labels.items()},
-                           np.array(image_of), cfg.world.quality_fit_fraction, seed=int(cfg.seed))
-    out = {"detector": str(cfg.paths.detector_checkpoint), "n_images": len(by_image),
-           "box_ap50": det["ap50"], "box_ap": det["ap"], "n_detections": det["n_detections"],
-           "probes": probes,
+    measures = world_measures(cfg.instances_path(), rpn.boxes, rpn.scores, world_dir / WORLD_OUTPUTS["head_feats_dir"],
+                              world_dir / "objects.json", list(COCO_IDS), cfg.world.quality_score_thresh,
+                              cfg.model.feat_stride, cfg.world.quality_fit_fraction, int(cfg.seed))
+    out = {"detector": str(cfg.paths.detector_checkpoint), **measures,
            "goal": {"box_ap50": 0.8, "probe": 0.95}}
     atomic_write_json(world_dir / QUALITY_FILE, out, indent=2)
     return out

@@ -9,18 +9,23 @@
   (the 7x7 parity crop, ``models.pooling``, averaged); a multinomial logistic regression
   (standardised features, L2, L-BFGS) per attribute - category, colour, size - fit on a seeded
   share of the images and scored on the others (held-out images, not objects).
+* :func:`world_measures`: both over a world's files (its detector output, head features,
+  ``instances.json`` and ``objects.json``).
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from sepnms.detection.boxes import nms_plus_one
+from sepnms.errors import InputError
+from sepnms.io.head_feats import read_head
 from sepnms.models.pooling import pool_rois
 
 
@@ -124,3 +129,37 @@ def linear_probes(features: np.ndarray, labels: Mapping[str, np.ndarray], image_
                      "majority": round(majority, 4), "n_fit": int(fit.sum()), "n_test": int((~fit).sum()),
                      "classes": len(classes)}
     return out
+
+
+def world_measures(instances: Path, boxes: Mapping[int, np.ndarray], scores: Mapping[int, np.ndarray],
+                   head_dir: Path, objects_path: Path, category_ids: Sequence[int], score_thresh: float,
+                   feat_stride: int, fit_fraction: float, seed: int) -> dict[str, Any]:
+    """``{n_images, box_ap50, box_ap, n_detections, probes}`` of a world: :func:`box_ap50` of the
+    detector output (``boxes`` / ``scores`` by image id) and :func:`linear_probes` of the head maps
+    in ``head_dir`` over its ground-truth objects (category from ``instances``, colour and size from
+    ``objects_path``, the world's ``objects.json``)."""
+    det = box_ap50(instances, boxes, scores, list(category_ids), score_thresh)
+    try:
+        objects = json.loads(objects_path.read_text())
+        anns = json.loads(instances.read_text())["annotations"]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(objects_path, f"cannot read the world's ground truth ({exc})") from None
+    by_image: dict[int, list[dict]] = {}
+    for a in anns:
+        by_image.setdefault(int(a["image_id"]), []).append(a)
+    feats, image_of, labels = [], [], {"category": [], "color": [], "size": []}
+    for iid in sorted(by_image):
+        head, info = read_head(head_dir, iid)
+        group = by_image[iid]
+        xyxy = np.array([[x, y, x + w - 1, y + h - 1] for x, y, w, h in (a["bbox"] for a in group)], np.float32)
+        feats.append(box_features(head, info, xyxy, feat_stride))
+        for a in group:
+            o = objects[str(a["id"])]
+            image_of.append(iid)
+            labels["category"].append(int(a["category_id"]))
+            labels["color"].append(o["color"])
+            labels["size"].append(o["size"])
+    probes = linear_probes(np.concatenate(feats), {k: np.array(v) for k, v in labels.items()},
+                           np.array(image_of), fit_fraction, seed=seed)
+    return {"n_images": len(by_image), "box_ap50": det["ap50"], "box_ap": det["ap"], "n_detections": det["n_detections"],
+            "probes": probes}
