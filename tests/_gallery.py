@@ -62,7 +62,7 @@ def outcomes_by_hand(cfg, table: str, split: str, conf: float) -> dict[int, tupl
     """sent_id -> (kept boxes [K, 4] by descending score, hit, their scores [K]) from the fused
     table ``table``."""
     from sepnms.data.refdb import load_refdb
-    from sepnms.engine.evaluate import fused_path
+    from sepnms.workdir import fused_path
     from sepnms.io.proposals import read_proposals
 
     gt = {int(e["sent_id"]): e["gt_box"] for e in load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json").split(split)}
@@ -82,7 +82,7 @@ def with_second_stage(cfg, dst: Path, xss: bool = False):
     alternating right / wrong; with ``xss`` the first val expression's text holds HTML.
     Returns (config, expected) with ``expected[(method, split)][sent_id] = (K, pick rank,
     pick_hit)``."""
-    from sepnms.engine.evaluate import fused_path
+    from sepnms.workdir import fused_path
     from sepnms.io.proposals import read_proposals
 
     cfg2 = cfg.model_copy(update={"workdir": dst}, deep=True)

@@ -39,7 +39,7 @@ def _by_hand(cfg, split):
 
 
 def test_mattnet_dets_row_and_equal_budget_rows(evaluated):
-    from sepnms.engine.evaluate import fused_path
+    from sepnms.workdir import fused_path
     from sepnms.evaluation.metrics import select_by_conf
     from sepnms.io.proposals import read_proposals
 

@@ -31,8 +31,8 @@ def site(evaluated, tmp_path_factory):
     """A gallery over a workdir with a second stage, an ``M@X`` row, an expression holding HTML
     and two ``show`` figures; page_size 4.  Returns (page path, its data, config)."""
     from _gallery import read_page, with_second_stage
-    from sepnms.engine.gallery import gallery
-    from sepnms.engine.show import show
+    from sepnms.engine.look.gallery import gallery
+    from sepnms.engine.look.show import show
 
     cfg, _ = evaluated
     cfg2, _ = with_second_stage(cfg, tmp_path_factory.mktemp("browser") / "w", xss=True)

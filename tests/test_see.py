@@ -60,7 +60,7 @@ def test_predictor_kept_matches_the_fused_table_at_the_chosen_conf(evaluated):
     candidate within 1e-5 of the conf may fall on either side and is left out of the comparison."""
     from sepnms import Predictor
     from sepnms.data.refdb import load_refdb
-    from sepnms.engine.evaluate import fused_path
+    from sepnms.workdir import fused_path
     from sepnms.evaluation.metrics import select_by_conf
     from sepnms.io.proposals import read_proposals
 
@@ -265,7 +265,7 @@ def test_figure_legend_heading_and_note_on_scores_above_one():
 def _independent_hits(cfg, method, split):
     """sent_id -> hit, computed here from the fused table and metrics.json (IoU by hand)."""
     from sepnms.data.refdb import load_refdb
-    from sepnms.engine.evaluate import fused_path
+    from sepnms.workdir import fused_path
     from sepnms.io.proposals import read_proposals
 
     conf = json.loads((Path(cfg.workdir) / "eval" / "metrics.json").read_text())[method][split]["conf"]
@@ -308,7 +308,7 @@ def test_show_cli_writes_one_figure_per_expression(evaluated, capsys):
 
 
 def test_show_disagree_selects_expressions_whose_outcomes_differ(evaluated, tmp_path):
-    from sepnms.engine.show import show
+    from sepnms.engine.look.show import show
 
     cfg, _ = evaluated
     det, sep = _independent_hits(cfg, "det", "val"), _independent_hits(cfg, "sepnms", "val")
@@ -394,7 +394,7 @@ def test_gallery_second_stage_and_equal_budget_rows(evaluated, tmp_path):
     """Every method of metrics.json with a table - the ``M@X`` row included - gets cards, filters
     and a table row; the second stage's pick and outcome per method reach the cards."""
     from _gallery import outcomes_by_hand, read_page, with_second_stage
-    from sepnms.engine.gallery import gallery
+    from sepnms.engine.look.gallery import gallery
 
     cfg, _ = evaluated
     cfg2, expected = with_second_stage(cfg, tmp_path / "w")

@@ -323,7 +323,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from sepnms.engine.predict import Predictor
+    from sepnms.engine.look.predict import Predictor
     from sepnms.io.atomic import check_output_target
 
     if args.figure:
@@ -339,7 +339,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_show(args) -> None:
-    from sepnms.engine.show import show
+    from sepnms.engine.look.show import show
 
     cfg = _cfg(args)
     paths = show(cfg, args.methods, args.split, args.n, args.select, args.ids, progress=not args.quiet)
@@ -347,7 +347,7 @@ def cmd_show(args) -> None:
 
 
 def cmd_gallery(args) -> None:
-    from sepnms.engine.gallery import gallery
+    from sepnms.engine.look.gallery import gallery
 
     cfg = _cfg(args)
     _print({"gallery": str(gallery(cfg, args.methods, args.splits, progress=not args.quiet))})

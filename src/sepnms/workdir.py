@@ -95,6 +95,11 @@ def vectors_path(cfg: Config) -> Path:
     return Path(cfg.workdir) / "text" / "sentence_vectors.h5"
 
 
+def fused_path(cfg: Config, method: str, split: str) -> Path:
+    """``fused/<method>/<split>.h5``: a fused first-stage table (``sepnms fuse``)."""
+    return Path(cfg.workdir) / "fused" / method / f"{split}.h5"
+
+
 def save_portable_config(cfg: Config, path: Path) -> Path:
     """Write ``cfg`` as a complete config YAML at ``path``; paths inside ``path``'s folder are
     written relative to it (``load_config`` resolves them against the file's folder), so the

@@ -14,7 +14,7 @@ from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_r
 from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS
 from sepnms.engine.encode_text import encode_text
 from sepnms.engine.evaluate import Method, evaluate, export, fuse
-from sepnms.engine.gallery import gallery
+from sepnms.engine.look.gallery import gallery
 from sepnms.engine.ground_eval import demo_second_stage
 from sepnms.data.head_features import features_check
 from sepnms.data.refdb import load_refer
@@ -65,7 +65,7 @@ def _cpu_seconds() -> float:
 def demo_figures(cfg: Config, progress: bool = True) -> list[Path]:
     """``show.demo_n`` figures per evaluated split of the expressions on which the shown methods
     disagree (``show --select disagree``)."""
-    from sepnms.engine.show import show
+    from sepnms.engine.look.show import show
 
     if cfg.show.demo_n == 0:
         return []

@@ -21,7 +21,7 @@ from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
 from sepnms.data.refdb import load_refdb
 from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets
 from sepnms.models.fusion import fuse_table
-from sepnms.workdir import safe_name
+from sepnms.workdir import fused_path, safe_name
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.intervals import DEFAULT_PAIRS, paired_differences, with_intervals
 from sepnms.evaluation.metrics import conf_sweep, expression_outcomes, outcome_means, sweep_confs
@@ -64,10 +64,6 @@ def parse_method(text: str) -> Method:
         model, rule = rest.split(":", 1)
         return Method(name, model, rule)
     raise ConfigError(f"unknown method {text!r}: use one of {[m.name for m in STANDARD_METHODS]} or name=model:rule")
-
-
-def fused_path(cfg: Config, method: str, split: str) -> Path:
-    return Path(cfg.workdir) / "fused" / method / f"{split}.h5"
 
 
 def fuse(cfg: Config, method: Method, splits: Optional[list[str]] = None) -> dict[str, Path]:

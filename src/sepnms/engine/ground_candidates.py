@@ -12,13 +12,12 @@ from typing import Optional
 
 import numpy as np
 
-from sepnms.engine.evaluate import fused_path
 from sepnms.evaluation.budget import MATTNET_DETS, Budgets, split_method
 from sepnms.evaluation.metrics import SCORE_COLUMN, select_by_conf
 from sepnms.grounding.candidates import CandidateSet, file_sets, gt_sets
 from sepnms.grounding.data import GroundingData
 from sepnms.io.proposals import read_proposals
-from sepnms.workdir import safe_name
+from sepnms.workdir import fused_path, safe_name
 
 
 def mattnet_det_sets(budgets: Budgets, data: GroundingData, split: str) -> dict[int, CandidateSet]:

@@ -17,7 +17,7 @@ above a caption band of ``CAPTION_PX`` and a legend band of ``legend_px``; the f
 ``n * pw + (n - 1) * GAP_PX`` by ``title_px + ph + CAPTION_PX + legend_px``.  Image pixel (x, y)
 lands at panel pixel (x * pw / W, y * ph / H).
 
-Pure drawing: the caller (``sepnms.engine.show``) gathers boxes and scores.  matplotlib's object
+Pure drawing: the caller (``sepnms.engine.look.show``) gathers boxes and scores.  matplotlib's object
 API on an Agg canvas; PNGs written atomically.
 """
 from __future__ import annotations

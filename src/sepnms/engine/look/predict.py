@@ -13,7 +13,6 @@ time) and the C4 map.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,33 +59,6 @@ class Proposal:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def category_names(cfg: Config) -> dict[int, str]:
-    """Detector class index (1..80) -> COCO category name (``instances.json``, categories sorted
-    by id, as ``export`` maps them); ``class <i>`` when the file is not available."""
-    from sepnms.io.refer import load_instances
-
-    try:
-        cats = load_instances(cfg.instances_path())["categories"]
-    except (SepNMSError, OSError):
-        return {i: f"class {i}" for i in range(1, 81)}
-    by_id = {int(c["id"]): str(c["name"]) for c in cats}
-    return {i + 1: by_id[cid] for i, cid in enumerate(sorted(by_id))}
-
-
-def method_conf(cfg: Config, method: str, split: Optional[str] = None) -> Optional[float]:
-    """The conf ``evaluate`` chose for ``method`` (on ``split``, default the first eval split), or
-    None when ``<workdir>/eval/metrics.json`` has none."""
-    path = Path(cfg.workdir) / "eval" / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        per_split = json.loads(path.read_text()).get(method) or {}
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
-    entry = per_split.get(split or cfg.evaluate.splits[0]) or next(iter(per_split.values()), None)
-    return None if not entry or entry.get("conf") is None else float(entry["conf"])
 
 
 def workdir_config(workdir: Path, model: str = "sepnms") -> Config:
@@ -145,6 +117,7 @@ class Predictor:
 
             self.dagger = load_dagger(cfg, device=cfg.device)
         from sepnms.engine.evaluate import STANDARD_METHODS
+        from sepnms.evaluation.outcomes import category_names, method_conf
 
         # the conf evaluate chose for the standard method of this model and rule, if it has run
         method = next((m.name for m in STANDARD_METHODS if (m.model, m.rule) == (model, self.rule)), None)

@@ -1,7 +1,7 @@
 """``sepnms gallery``: a static HTML page over an evaluation (``<workdir>/gallery/index.html``).
 
 Each expression of the evaluated splits gets a card whose outcomes are those of ``sepnms show``
-(:class:`sepnms.engine.show.Evaluation`: kept = selected at evaluate's conf, the second stage's
+(:class:`sepnms.evaluation.outcomes.Evaluation`: kept = selected at evaluate's conf, the second stage's
 answer where ``sepnms ground eval`` ran).  The page draws the boxes in the browser over the image
 files themselves, referenced by their path relative to the page (nothing is copied or rendered
 here); a card links to its ``show`` figure when ``<workdir>/show/<split>/<sent_id>.png`` exists.
@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 from urllib.parse import quote
 
 import numpy as np
 
 from sepnms.config import Config
-from sepnms.data.refdb import load_refdb
-from sepnms.engine.evaluate import fused_path
-from sepnms.errors import ConfigError
 from sepnms.data.images import image_file
-from sepnms.engine.show import Evaluation, load_metrics, method_name, resolve_methods, second_stage
+from sepnms.data.refdb import load_refdb
+from sepnms.engine.ground import ground_dir
 from sepnms.evaluation.gallery import Card, MethodOutcome, MethodView, write_gallery
+from sepnms.evaluation.outcomes import (Evaluation, category_names, evaluated_methods, load_metrics, resolve_methods,
+                                        second_stage)
 from sepnms.evaluation.palette import base_method
 
 log = logging.getLogger(__name__)
@@ -30,24 +30,6 @@ log = logging.getLogger(__name__)
 
 def gallery_dir(cfg: Config) -> Path:
     return Path(cfg.workdir) / "gallery"
-
-
-def evaluated_methods(cfg: Config, metrics: dict[str, Any], splits: list[str]) -> list[str]:
-    """Every method of metrics.json that evaluate scored on all ``splits`` (a conf per split) and
-    whose fused table exists - ``M@X`` rows included (they read M's table), in metrics.json's
-    order."""
-    out = []
-    for name, per_split in metrics.items():
-        if not isinstance(per_split, dict):
-            continue
-        try:
-            method_name(name)
-        except ConfigError:  # not a method name: nothing to draw
-            continue
-        if all(isinstance(per_split.get(s), dict) and per_split[s].get("conf") is not None
-               and fused_path(cfg, base_method(name), s).is_file() for s in splits):
-            out.append(name)
-    return out
 
 
 def gallery(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[list[str]] = None,
@@ -59,8 +41,6 @@ def gallery(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[l
     The boxes of ``gallery.visible`` (default ``show.methods``) are shown when the page opens.
     """
     from tqdm import tqdm
-
-    from sepnms.engine.predict import category_names
 
     gc = cfg.gallery
     splits = splits or gc.splits or list(cfg.evaluate.splits)
@@ -85,13 +65,13 @@ def gallery(cfg: Config, methods: Optional[list[str]] = None, splits: Optional[l
         return cat_index[c]
 
     out = gallery_dir(cfg)
-    picks_any = {m for s in splits for m in second_stage(cfg, methods, s)[1]}
+    picks_any = {m for s in splits for m in second_stage(ground_dir(cfg), methods, s)[1]}
     views = [MethodView(m, base_method(m), m in picks_any, m in visible) for m in methods]
     images: list[tuple[str, int, int]] = []
     image_index: dict[int, int] = {}
     cards: list[Card] = []
     for s in splits:
-        ev = Evaluation(cfg, methods, s, refdb, names)
+        ev = Evaluation(cfg, methods, s, ground_dir(cfg), refdb, names)
         for e in tqdm(ev.expressions, desc=f"gallery {s}", disable=not progress):
             iid = int(e["image_id"])
             if iid not in image_index:

@@ -1,4 +1,5 @@
-"""``sepnms show``: qualitative figures of fused methods, one PNG per expression.
+"""What ``evaluate`` counted, read back for the figures (``sepnms show``, ``sepnms gallery``,
+``sepnms.Predictor``).
 
 Per expression and method, the kept proposals are exactly those ``evaluate`` counts: the fused
 table's candidates selected at the conf ``evaluate`` chose for that method and split
@@ -6,8 +7,9 @@ table's candidates selected at the conf ``evaluate`` chose for that method and s
 A method ``M@X`` of metrics.json (method M at another operating point, e.g. the equal-budget rows
 ``sepnms@mattnet_dets``) reads M's fused table at its own conf.  Where ``sepnms ground eval`` has
 run, each method's second-stage answer (``ground/predictions/<method>_<split>.json``) and its
-outcome (``ground/hits.json``) are shown too.  The figures are drawn by
-:mod:`sepnms.evaluation.figures`; ``sepnms gallery`` reuses this module.
+outcome (``ground/hits.json``) come with it (``Evaluation``, ``Outcome``).  Also: which methods
+were evaluated (``resolve_methods``, ``evaluated_methods``), their confs (``load_metrics``,
+``method_conf``), the ``--select`` filter and the category names the figures print.
 """
 from __future__ import annotations
 
@@ -21,17 +23,15 @@ import numpy as np
 
 from sepnms.config import Config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb
-from sepnms.data.refdb import RefDB, load_refdb
-from sepnms.engine.evaluate import fused_path
 from sepnms.data.images import load_image
-from sepnms.errors import ConfigError, InputError
+from sepnms.data.refdb import RefDB, load_refdb
+from sepnms.errors import ConfigError, InputError, SepNMSError
 from sepnms.evaluation.figures import Panel, draw_expression
-from sepnms.evaluation.palette import base_method
 from sepnms.evaluation.metrics import box_iou, select_by_conf
+from sepnms.evaluation.palette import base_method
 from sepnms.io.proposals import ExpressionCandidates, read_proposals
-from sepnms.io.refer import split_matches
 from sepnms.rules import is_hit
-from sepnms.workdir import safe_name
+from sepnms.workdir import fused_path, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,8 @@ class Evaluation:
     """The fused tables of ``methods`` on one split, with evaluate's confs, the GT and the
     context boxes: what a figure or a gallery card shows."""
 
-    def __init__(self, cfg: Config, methods: list[str], split: str, refdb: Optional[RefDB] = None,
+    def __init__(self, cfg: Config, methods: list[str], split: str, ground: Path, refdb: Optional[RefDB] = None,
                  categories: Optional[dict[int, str]] = None, ctxdb: Optional[CtxDB] = None):
-        from sepnms.engine.predict import category_names
-
         self.cfg, self.methods, self.split = cfg, list(methods), split
         self.refdb = refdb or load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
         self.categories = categories if categories is not None else category_names(cfg)
@@ -77,7 +75,7 @@ class Evaluation:
             if base not in self.tables:
                 self.tables[base] = read_proposals(fused_path(cfg, base, split)).by_sent_id()
         self.expressions = [e for e in self.refdb.split(split) if all(int(e["sent_id"]) in t for t in self.tables.values())]
-        self.picks, self.pick_hits = second_stage(cfg, self.methods, split)
+        self.picks, self.pick_hits = second_stage(ground, self.methods, split)
 
     def table(self, method: str) -> dict[int, ExpressionCandidates]:
         """The fused table a method reads (``M@X``: M's)."""
@@ -125,14 +123,13 @@ class Evaluation:
 PICK_MATCH_IOU = 0.99
 
 
-def second_stage(cfg: Config, methods: list[str], split: str) -> tuple[dict[str, dict[int, list[float]]],
-                                                                          dict[str, dict[int, float]]]:
+def second_stage(ground: Path, methods: list[str], split: str) -> tuple[dict[str, dict[int, list[float]]],
+                                                                        dict[str, dict[int, float]]]:
     """(answers, outcomes) of ``sepnms ground eval`` for ``methods`` on ``split``: ``answers[m]``
     sent_id -> xyxy box (from ``ground/predictions/<m>_<split>.json``), ``outcomes[m]`` sent_id ->
-    1.0 / 0.0 (``ground/hits.json``); methods the second stage did not score are absent."""
-    from sepnms.engine.ground import ground_dir
-
-    root = ground_dir(cfg)
+    1.0 / 0.0 (``ground/hits.json``); methods the second stage did not score are absent.  ``ground``:
+    the second stage's folder (``<workdir>/ground``)."""
+    root = Path(ground)
     answers: dict[str, dict[int, list[float]]] = {}
     outcomes: dict[str, dict[int, float]] = {}
     hits_path = root / "hits.json"
@@ -224,56 +221,46 @@ def select(outcomes: dict[str, Outcome], methods: list[str], how: str) -> bool:
     raise ConfigError(f"--select must be one of {list(SELECTIONS)}, not {how!r}")
 
 
-def show(cfg: Config, methods: Optional[list[str]] = None, split: Optional[str] = None, n: Optional[int] = None,
-         select_how: Optional[str] = None, ids: Optional[list[int]] = None, out_dir: Optional[Path] = None,
-         progress: bool = True) -> list[Path]:
-    """Write one figure per selected expression to ``<workdir>/show/<split>/<sent_id>.png``.
+def category_names(cfg: Config) -> dict[int, str]:
+    """Detector class index (1..80) -> COCO category name (``instances.json``, categories sorted
+    by id, as ``export`` maps them); ``class <i>`` when the file is not available."""
+    from sepnms.io.refer import load_instances
 
-    Without ``ids``: the first ``n`` expressions of ``split`` (refdb order) that pass
-    ``select_how``.  With ``ids``: those sent_ids (each from whichever evaluated split holds it),
-    ``n`` and ``select_how`` ignored.  Returns the paths written.
-    """
-    from tqdm import tqdm
+    try:
+        cats = load_instances(cfg.instances_path())["categories"]
+    except (SepNMSError, OSError):
+        return {i: f"class {i}" for i in range(1, 81)}
+    by_id = {int(c["id"]): str(c["name"]) for c in cats}
+    return {i + 1: by_id[cid] for i, cid in enumerate(sorted(by_id))}
 
-    sc = cfg.show
-    split = split or sc.split or cfg.evaluate.splits[0]
-    n = n or sc.n
-    how = select_how or sc.select
-    if how not in SELECTIONS:
-        raise ConfigError(f"--select must be one of {list(SELECTIONS)}, not {how!r}")
-    refdb = load_refdb(Path(cfg.workdir) / "prepare" / "refdb.json")
-    todo: list[tuple[str, dict[str, Any]]] = []
-    if ids:
-        for sid in ids:
-            e = refdb.by_sent.get(int(sid))
-            if e is None:
-                raise InputError(Path(cfg.workdir) / "prepare" / "refdb.json", f"no expression with sent_id {sid}")
-            where = next((s for s in [split, *cfg.evaluate.splits] if split_matches(e["split"], s)), None)
-            if where is None:
-                raise InputError(None, f"sent_id {sid} is in split {e['split']!r}, which was not evaluated "
-                                       f"({cfg.evaluate.splits})")
-            todo.append((where, e))
-        splits = sorted({s for s, _ in todo})
-    else:
-        splits = [split]
-    methods = resolve_methods(cfg, methods, splits)
-    evals = {s: Evaluation(cfg, methods, s, refdb) for s in splits}
-    for s, e in todo:
-        missing = [m for m in methods if int(e["sent_id"]) not in evals[s].tables[m]]
-        if missing:
-            raise InputError(fused_path(cfg, missing[0], s), f"no row for sent_id {e['sent_id']}")
-    if not ids:
-        ev = evals[split]
-        for e in ev.expressions:
-            if len(todo) >= n:
-                break
-            if select(ev.outcomes(e), methods, how):
-                todo.append((split, e))
-    out_dir = Path(out_dir) if out_dir else Path(cfg.workdir) / "show"
-    written = []
-    for s, e in tqdm(todo, desc="show", disable=not progress):
-        ev = evals[s]
-        written.append(ev.figure(e, out_dir / s / f"{int(e['sent_id'])}.png", sc.panel_px, sc.dpi, sc.max_labels))
-    if not written:
-        log.warning("no expression of %s passes --select %s", split, how)
-    return written
+
+def method_conf(cfg: Config, method: str, split: Optional[str] = None) -> Optional[float]:
+    """The conf ``evaluate`` chose for ``method`` (on ``split``, default the first eval split), or
+    None when ``<workdir>/eval/metrics.json`` has none."""
+    path = metrics_path(cfg)
+    if not path.is_file():
+        return None
+    try:
+        per_split = json.loads(path.read_text()).get(method) or {}
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+    entry = per_split.get(split or cfg.evaluate.splits[0]) or next(iter(per_split.values()), None)
+    return None if not entry or entry.get("conf") is None else float(entry["conf"])
+
+
+def evaluated_methods(cfg: Config, metrics: dict[str, Any], splits: list[str]) -> list[str]:
+    """Every method of metrics.json that evaluate scored on all ``splits`` (a conf per split) and
+    whose fused table exists - ``M@X`` rows included (they read M's table), in metrics.json's
+    order."""
+    out = []
+    for name, per_split in metrics.items():
+        if not isinstance(per_split, dict):
+            continue
+        try:
+            method_name(name)
+        except ConfigError:  # not a method name: nothing to draw
+            continue
+        if all(isinstance(per_split.get(s), dict) and per_split[s].get("conf") is not None
+               and fused_path(cfg, base_method(name), s).is_file() for s in splits):
+            out.append(name)
+    return out
