@@ -511,7 +511,8 @@ def test_cli_detect_on_a_folder_and_compare(tmp_path, capsys):
 
     from sepnms.cli import main
     from sepnms.config import load_config
-    from sepnms.engine.detect import category_names, compare_rpn
+    from sepnms.engine.detect import category_names
+    from sepnms.evaluation.rpn_compare import compare_rpn
     from sepnms.io.rpn import load_rpn, write_rpn
 
     ckpt = _tiny_checkpoint(tmp_path / "det.pth")

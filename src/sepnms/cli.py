@@ -216,7 +216,8 @@ def cmd_propose(args) -> None:
 
 
 def cmd_detect(args) -> None:
-    from sepnms.engine.detect import compare_rpn, detect, merge_detect
+    from sepnms.engine.detect import detect, merge_detect
+    from sepnms.evaluation.rpn_compare import compare_rpn
 
     if args.compare_only and not args.compare:
         raise SepNMSError("--compare-only compares existing outputs with the pickles of --compare RPN_BOXES RPN_SCORES; "
