@@ -82,7 +82,7 @@ def category_names(cfg: Config) -> list[tuple[int, str]]:
         names = load_refer(cfg).cat_name
         if len(names) == 80:
             return [(cid, names[cid]) for cid in sorted(names)]
-    from sepnms.world.generate import COCO_CATEGORIES
+    from sepnms.world.content import COCO_CATEGORIES
 
     return [(cid, name) for cid, name, _ in sorted(COCO_CATEGORIES)]
 

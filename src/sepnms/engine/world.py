@@ -55,7 +55,7 @@ def world_quality(world_dir: Path, cfg: Optional[Config] = None) -> dict[str, An
     ``sepnms.evaluation.world_quality``); written to ``<world>/quality.json`` and returned."""
     from sepnms.evaluation.world_quality import world_measures
     from sepnms.io.rpn import load_rpn
-    from sepnms.world.generate import COCO_IDS
+    from sepnms.world.content import COCO_IDS
 
     world_dir = Path(world_dir)
     cfg = cfg or load_config(str(world_dir / "config.yaml"))
