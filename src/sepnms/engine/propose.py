@@ -145,11 +145,6 @@ def per_expression_scores(
     return out
 
 
-def image_path(cfg: Config, ws: Workspace, image_id: int) -> Path:
-    name = ws.refdb.images[int(image_id)].get("file_name") or f"COCO_train2014_{int(image_id):012d}.jpg"
-    return cfg.images_dir() / name
-
-
 def add_clip_scores(cfg: Config, dagger, ws: Workspace, image_id: int, cand: Candidates,
                     exprs: list[dict[str, Any]], scored: list[ExpressionCandidates]) -> None:
     """Add ``clip_score`` (softmax over the image's candidate crops) and ``clip_cos`` columns,
@@ -157,10 +152,9 @@ def add_clip_scores(cfg: Config, dagger, ws: Workspace, image_id: int, cand: Can
     from PIL import Image
 
     from sepnms.clip.proposals import clip_scores_for_image
-    from sepnms.io.images import read_image
+    from sepnms.data.images import load_image
 
-    image = Image.fromarray(read_image(image_path(cfg, ws, image_id), max_pixels=cfg.images.max_pixels,
-                                       expect_size=ws.refdb.image_size(image_id)))
+    image = Image.fromarray(load_image(cfg, ws.refdb, image_id))
     with clip_autocast(cfg):
         cos, score = clip_scores_for_image(dagger, image, cand.box, [e["sent"] for e in exprs], cfg.clip.score_scale,
                                            cfg.clip.image_size, cfg.clip.bgr_parity)
