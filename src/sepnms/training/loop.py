@@ -267,7 +267,7 @@ class TrainingLoop:
         try:
             with _StopRequest(enabled=self.world == 1) as stop:
                 interrupted = self._steps(iter(batches), scaler, bar, stop, stop_after_steps)
-            bar.close()
+            bar.close()  # before the final validation's own output (closing twice is harmless)
             if interrupted is None:
                 if s.eval_every is not None and (not state["history"] or state["history"][-1][s.counter] != state[s.counter]):
                     self.validate()
