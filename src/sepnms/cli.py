@@ -51,9 +51,9 @@ def _config_args(p: argparse.ArgumentParser, default: str = "paper") -> None:
 
 
 def _cfg(args):
-    """The config of the command, its device resolved for this process (see engine.distributed)."""
+    """The config of the command, its device resolved for this process (see sepnms.distributed)."""
     from sepnms.config import load_config
-    from sepnms.engine.distributed import resolve_device
+    from sepnms.distributed import resolve_device
 
     cfg = load_config(args.config, args.overrides)
     return cfg.model_copy(update={"device": resolve_device(cfg.device)})
@@ -125,8 +125,8 @@ def _merge_command(args, what: str, extra: tuple[str, ...] = ()) -> str:
 
 
 def _sharded(args, cfg, run, merge, what: str, extra: tuple[str, ...] = ()) -> Any:
-    """Run a part-file stage over ``--shard`` / torchrun ranks / everything (engine.distributed)."""
-    from sepnms.engine.distributed import process_group, run_sharded
+    """Run a part-file stage over ``--shard`` / torchrun ranks / everything (sepnms.distributed)."""
+    from sepnms.distributed import process_group, run_sharded
 
     shard = _shard(args.shard)
     with process_group(cfg.device):

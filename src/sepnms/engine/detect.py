@@ -204,7 +204,7 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
     other shards are missing).  See the module docstring for the files."""
     if save_head not in SAVE_HEAD:
         raise ConfigError(f"--save-head must be one of {list(SAVE_HEAD)}, not {save_head!r}")
-    from sepnms.engine.distributed import resolve_device
+    from sepnms.distributed import resolve_device
 
     device = resolve_device(cfg.device)
     dc = cfg.detector

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from sepnms.config import Config
-from sepnms.engine.distributed import resolve_device
+from sepnms.distributed import resolve_device
 from sepnms.engine.ground import ground_dir, load_trained, train_grounding
 from sepnms.engine.ground_candidates import candidate_sets
 from sepnms.errors import InputError

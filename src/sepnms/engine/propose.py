@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from sepnms.config import Config
 from sepnms.data.candidates import Candidates
-from sepnms.engine.distributed import resolve_device
+from sepnms.distributed import resolve_device
 from sepnms.data.head_features import HeadCache
 from sepnms.data.training_set import pad_words
 from sepnms.data.workspace import Workspace
