@@ -53,7 +53,8 @@ class Outcome:
 
 class Evaluation:
     """The fused tables of ``methods`` on one split, with evaluate's confs, the GT and the
-    context boxes: what a figure or a gallery card shows."""
+    context boxes: what a figure or a gallery card shows.  ``ground``: the second stage's folder
+    (``<workdir>/ground``), read by :func:`second_stage`."""
 
     def __init__(self, cfg: Config, methods: list[str], split: str, ground: Path, refdb: Optional[RefDB] = None,
                  categories: Optional[dict[int, str]] = None, ctxdb: Optional[CtxDB] = None):
