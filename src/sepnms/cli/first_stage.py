@@ -19,6 +19,15 @@ def detect_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help=prefix + "also write MAttNet's head features detect/head_feats/<image_id>.h5")
 
 
+def _run_cache_stage(args, stage, merge_parts, what: str) -> None:
+    """Run a sharded stage called ``stage(cfg, overwrite=, progress=, shard=, merge=, flush_every=)``
+    whose parts ``merge_parts(cfg)`` joins (encode-text, clip-ctx), and print its result."""
+    cfg = command_config(args)
+    print_json(run_sharded_stage(args, cfg, lambda shard, merge: stage(cfg, overwrite=args.overwrite, progress=not args.quiet,
+                                                                       shard=shard, merge=merge, **flush_kwargs(args)),
+                                 lambda: merge_parts(cfg), what))
+
+
 def cmd_detect(args) -> None:
     from sepnms.engine.detect import compare_rpn, detect, merge_detect
 
@@ -55,10 +64,7 @@ def cmd_prepare(args) -> None:
 def cmd_encode_text(args) -> None:
     from sepnms.engine.encode_text import encode_text, merge_text
 
-    cfg = command_config(args)
-    print_json(run_sharded_stage(args, cfg, lambda shard, merge: encode_text(cfg, overwrite=args.overwrite, progress=not args.quiet,
-                                                                             shard=shard, merge=merge, **flush_kwargs(args)),
-                                 lambda: merge_text(cfg), "encode-text"))
+    _run_cache_stage(args, encode_text, merge_text, "encode-text")
 
 
 def cmd_clip_finetune(args) -> None:
@@ -70,10 +76,7 @@ def cmd_clip_finetune(args) -> None:
 def cmd_clip_ctx(args) -> None:
     from sepnms.clip.labeller import clip_ctx, merge_clip_ctx
 
-    cfg = command_config(args)
-    print_json(run_sharded_stage(args, cfg, lambda shard, merge: clip_ctx(cfg, overwrite=args.overwrite, progress=not args.quiet,
-                                                                          shard=shard, merge=merge, **flush_kwargs(args)),
-                                 lambda: merge_clip_ctx(cfg), "clip-ctx"))
+    _run_cache_stage(args, clip_ctx, merge_clip_ctx, "clip-ctx")
 
 
 def cmd_train(args) -> None:
