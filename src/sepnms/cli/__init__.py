@@ -20,6 +20,7 @@ from sepnms.cli import first_stage, ground, interop, presentation, world
 from sepnms.cli.options import AddCommand, Parser, command_config, config_args
 from sepnms.errors import SepNMSError, StorageError
 
+
 def cmd_config(args) -> None:
     print(command_config(args).to_yaml())
 
