@@ -15,12 +15,14 @@ because they write through ``sepnms.io.atomic`` (and ``workdir`` reads through
 ``sepnms.io.schemas``), while ``io`` imports nothing of sepnms but ``errors``:
 
     =====  =======================================================================
-    6      cli, the package's ``__init__`` (the public facade: ``sepnms.Predictor``)
-    5      engine                              (one module per pipeline command)
-    4      evaluation                          (metrics, reports, figures over the outputs)
-    3      models, data, clip, detection, grounding, interop, text, world
+    7      cli, the package's ``__init__`` (the public facade: ``sepnms.Predictor``)
+    6      engine                              (one module per pipeline command)
+    5      evaluation                          (metrics, reports, figures over the outputs)
+    4      models, data, clip, detection, grounding, interop, text, world
+    3      training                            (the one training loop the trainers share)
     2      config, workdir                     (settings and the work directory's layout)
-    1      io                                  (file formats, atomic writes, safe unpickling)
+    1      io, distributed                     (file formats, atomic writes, safe unpickling;
+                                                the process group and the device of a process)
     0      errors, rules, version, presets
     =====  =======================================================================
 
@@ -45,13 +47,14 @@ PACKAGE = "sepnms"
 
 # package (first name below sepnms) -> layer, highest = outermost
 LAYERS: dict[str, int] = {
-    "cli": 6, "__init__": 6,
-    "engine": 5,
-    "evaluation": 4,
-    **{name: 3 for name in ("models", "data", "clip", "detection", "grounding", "interop",
+    "cli": 7, "__init__": 7,
+    "engine": 6,
+    "evaluation": 5,
+    **{name: 4 for name in ("models", "data", "clip", "detection", "grounding", "interop",
                             "text", "world")},
+    "training": 3,
     "config": 2, "workdir": 2,
-    "io": 1,
+    "io": 1, "distributed": 1,
     "errors": 0, "rules": 0, "version": 0, "presets": 0,
 }
 

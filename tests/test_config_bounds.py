@@ -131,7 +131,7 @@ def test_every_numeric_field_declares_its_bounds(leaf):
     else:
         big = 1e30
     assert _refused(leaf, -big) or _refused(leaf, big), (
-        f"{leaf.name} has neither a lower nor an upper bound: declare one in its type (config.py PosInt, Prob, ...)")
+        f"{leaf.name} has neither a lower nor an upper bound: declare one in its type (config/fields.py PosInt, Prob, ...)")
 
 
 # the values of issue 21 that hung, raised a traceback, or were accepted and did something else

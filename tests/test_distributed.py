@@ -232,7 +232,7 @@ def test_shard_and_merge_clip_ctx(prepared, tmp_path):
 
 
 def test_run_sharded_without_a_process_group():
-    from sepnms.engine.distributed import process_group, rank_world, run_sharded
+    from sepnms.distributed import process_group, rank_world, run_sharded
 
     calls = []
     with process_group("cpu") as (rank, world):
@@ -244,7 +244,7 @@ def test_run_sharded_without_a_process_group():
 
 
 def test_device_errors_are_clear():
-    from sepnms.engine.distributed import resolve_device
+    from sepnms.distributed import resolve_device
     from sepnms.errors import ConfigError
 
     assert resolve_device("cpu") == "cpu"

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from sepnms.engine.early_stop import should_stop, validations_since_best
+from sepnms.training.early_stop import should_stop, validations_since_best
 
 
 def test_validations_since_best_counts_the_later_validations():

@@ -64,7 +64,7 @@ def test_method_colours_apart_from_the_world_objects_and_background():
     grey background; under colour-vision deficiency colour alone cannot do that, which is why
     every box has a halo (checked in the gallery and figure tests)."""
     from sepnms.evaluation.palette import EXTRA_COLOURS, METHOD_COLOURS
-    from sepnms.world.generate import PALETTE
+    from sepnms.world.content import PALETTE
 
     for colour in list(METHOD_COLOURS.values()) + list(EXTRA_COLOURS):
         for name, rgb in PALETTE:

@@ -71,7 +71,7 @@ def test_py2_dict_order_is_cpython_27s():
     print d.keys()`` over the 80 COCO class names (ascending category id, as json.load gives them:
     unicode) and over 20 COCO-like image ids."""
     from sepnms.detection.py2_order import py2_dict_order, py2_hash
-    from sepnms.world.generate import COCO_CATEGORIES
+    from sepnms.world.content import COCO_CATEGORIES
 
     names = [n for _, n, _ in sorted(COCO_CATEGORIES)]
     want = ["toilet", "teddy bear", "cup", "bicycle", "kite", "carrot", "stop sign", "tennis racket", "donut",

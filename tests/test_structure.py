@@ -46,7 +46,7 @@ def test_no_import_circles_in_sepnms():
 
 
 def test_the_checker_sees_an_upward_import(tmp_path):
-    # io (layer 1) reaching up to engine (layer 5) inside a function is upward; engine -> io is not
+    # io (layer 1) reaching up to engine (layer 6) inside a function is upward; engine -> io is not
     graph_mod = _graph_module()
     pkg = tmp_path / "sepnms"
     for sub in ("io", "engine"):

@@ -13,6 +13,10 @@ from PIL import Image
 from sepnms.config import load_config
 from sepnms.engine.world import build_world
 from sepnms.world import generate as W
+from sepnms.world.annotations import load_mentions
+from sepnms.world.captions import caption_words
+from sepnms.world.content import CLASS_INDEX, COLOR_RGB, PALETTE, SIZE_RANGES, WORLD_CATEGORIES
+from sepnms.world.expressions import NEXT_MAX_GAP, REL_SLACK
 from sepnms.errors import InputError, SepNMSError
 from sepnms.io.glove import load_glove
 from sepnms.io.head_feats import read_head
@@ -124,7 +128,7 @@ def test_refs_and_instances(tiny, refer):
     assert cats[-1]["id"] == 90 and 12 not in {c["id"] for c in cats}
     assert all(set(c) == {"id", "name", "supercategory"} for c in cats)
     assert refer.cat_name[37] == "sports ball" and refer.cat_name[60] == "donut"
-    assert W.CLASS_INDEX[1] == 1 and W.CLASS_INDEX[90] == 80 and W.CLASS_INDEX[13] == 12
+    assert CLASS_INDEX[1] == 1 and CLASS_INDEX[90] == 80 and CLASS_INDEX[13] == 12
     for ann in inst["annotations"]:
         x, y, w, h = ann["bbox"]
         img = refer.img_by_id[ann["image_id"]]
@@ -171,7 +175,7 @@ def test_detector_finds_most_objects(tiny, refer):
     anns = refer.instances["annotations"]
     for ann in anns:
         boxes, scores = rpn.get(ann["image_id"])
-        c = W.CLASS_INDEX[ann["category_id"]]
+        c = CLASS_INDEX[ann["category_id"]]
         gt = xywh_to_xyxy(ann["bbox"])
         ious = np.array([_iou(b, gt) for b in boxes[:, c]])
         found += bool(((ious >= 0.5) & (scores[:, c] >= 0.05)).any())
@@ -240,9 +244,9 @@ def test_glove_subset(tiny, refer):
     assert all(v.shape == (50,) for v in vectors.values())
     words = {t for s in refer.sent_by_id.values() for t in s["tokens"]}
     assert words <= set(vectors)
-    assert {c.noun for c in W.WORLD_CATEGORIES} <= set(vectors)
+    assert {c.noun for c in WORLD_CATEGORIES} <= set(vectors)
     caps = json.loads((out / "captions/captions_train2014.json").read_text())
-    cap_words = {w for a in caps["annotations"] for w in W._caption_words(a["caption"])}
+    cap_words = {w for a in caps["annotations"] for w in caption_words(a["caption"])}
     assert cap_words <= set(vectors)
     assert len(set(vectors) - words - cap_words) >= 20  # distractors and category names too
     # the real GloVe vectors: known neighbours
@@ -332,8 +336,8 @@ def test_a_missing_world_checkpoint_is_one_line(tmp_path, capsys):
 # the expressions: an independent reader checks that each one picks out its referent
 
 
-NOUNS = {w: c.coco_id for c in W.WORLD_CATEGORIES for w in (c.noun, *[s[0] for s in c.synonyms])}
-COLORS = set(W.COLOR_RGB)
+NOUNS = {w: c.coco_id for c in WORLD_CATEGORIES for w in (c.noun, *[s[0] for s in c.synonyms])}
+COLORS = set(COLOR_RGB)
 SIZES = {"small", "big"}
 RELATIONS = [
     (("to", "the", "left", "of"), "left"), (("left", "of"), "left"),
@@ -378,7 +382,7 @@ def parse_expression(tokens: list[str]) -> dict:
 def _holds(rel, a, c, size):
     ax0, ay0, ax1, ay1 = a
     cx0, cy0, cx1, cy1 = c
-    slack = W.REL_SLACK * size
+    slack = REL_SLACK * size
     acx, acy, ccx, ccy = (ax0 + ax1) / 2, (ay0 + ay1) / 2, (cx0 + cx1) / 2, (cy0 + cy1) / 2
     if rel == "left":
         return ax1 <= cx0 + slack and abs(acy - ccy) < (ay1 - ay0) + (cy1 - cy0)
@@ -390,12 +394,12 @@ def _holds(rel, a, c, size):
         return ay0 >= cy1 - slack and abs(acx - ccx) < (ax1 - ax0) + (cx1 - cx0)
     dx = max(0.0, cx0 - ax1, ax0 - cx1)
     dy = max(0.0, cy0 - ay1, ay0 - cy1)
-    return math.hypot(dx, dy) <= W.NEXT_MAX_GAP * size
+    return math.hypot(dx, dy) <= NEXT_MAX_GAP * size
 
 
 def test_every_expression_identifies_its_referent(tiny, refer, objects):
     out, cfg, _ = tiny
-    mentions = W.load_mentions(out / "mentions.json")
+    mentions = load_mentions(out / "mentions.json")
     size = float(cfg.world.image_size)
     assert set(mentions) == set(refer.sent_by_id)
     kinds = set()
@@ -443,7 +447,7 @@ def test_every_expression_identifies_its_referent(tiny, refer, objects):
 def test_object_records_match_pixels_and_boxes(tiny, refer, objects):
     out, cfg, _ = tiny
     size = cfg.world.image_size
-    palette = {name: np.asarray(rgb, np.float32) for name, rgb in W.PALETTE}
+    palette = {name: np.asarray(rgb, np.float32) for name, rgb in PALETTE}
     names = list(palette)
     agree = total = 0
     for img in refer.instances["images"]:
@@ -454,7 +458,7 @@ def test_object_records_match_pixels_and_boxes(tiny, refer, objects):
             assert rec["category_id"] == ann["category_id"] and rec["image_id"] == img["id"]
             # the size class agrees with the box (disjoint long-side ranges)
             long_side = max(ann["bbox"][2], ann["bbox"][3]) / size
-            lo, hi = W.SIZE_RANGES[rec["size"]]
+            lo, hi = SIZE_RANGES[rec["size"]]
             assert lo - 0.02 <= long_side <= hi + 0.02, (rec, ann["bbox"])
             # the colour name agrees with the rendered pixels (majority of saturated pixels)
             x, y, w, h = (int(v) for v in ann["bbox"])
@@ -471,14 +475,14 @@ def test_load_mentions_rejects_bad_files(tmp_path):
     p = tmp_path / "m.json"
     p.write_text(json.dumps({"3": {"referent_ann_id": 1}}))
     with pytest.raises(InputError, match="sent_id 3"):
-        W.load_mentions(p)
+        load_mentions(p)
     p.write_text("[1, 2]")
     with pytest.raises(InputError):
-        W.load_mentions(p)
+        load_mentions(p)
     with pytest.raises(InputError, match="not found"):
-        W.load_mentions(tmp_path / "absent.json")
+        load_mentions(tmp_path / "absent.json")
     p.write_text(json.dumps({"7": {"referent_ann_id": 1, "mentioned_ann_ids": [2], "template": "rel_left"}}))
-    assert W.load_mentions(p) == {7: {"referent_ann_id": 1, "mentioned_ann_ids": [2], "template": "rel_left"}}
+    assert load_mentions(p) == {7: {"referent_ann_id": 1, "mentioned_ann_ids": [2], "template": "rel_left"}}
 
 
 def test_split_counts():

@@ -47,9 +47,9 @@ def config_args(p: argparse.ArgumentParser, default: str = "paper") -> None:
 
 
 def command_config(args):
-    """The config of the command, its device resolved for this process (see engine.distributed)."""
+    """The config of the command, its device resolved for this process (see sepnms.distributed)."""
     from sepnms.config import load_config
-    from sepnms.engine.distributed import resolve_device
+    from sepnms.distributed import resolve_device
 
     cfg = load_config(args.config, args.overrides)
     return cfg.model_copy(update={"device": resolve_device(cfg.device)})

@@ -55,8 +55,8 @@ def merge_command(args, what: str, extra: tuple[str, ...] = ()) -> str:
 
 
 def run_sharded_stage(args, cfg, run, merge, what: str, extra: tuple[str, ...] = ()) -> Any:
-    """Run a part-file stage over ``--shard`` / torchrun ranks / everything (engine.distributed)."""
-    from sepnms.engine.distributed import process_group, run_sharded
+    """Run a part-file stage over ``--shard`` / torchrun ranks / everything (sepnms.distributed)."""
+    from sepnms.distributed import process_group, run_sharded
 
     shard = parse_shard(args.shard)
     with process_group(cfg.device):

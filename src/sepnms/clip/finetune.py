@@ -25,24 +25,26 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset
 
 from sepnms.clip.losses import damsm_loss
 from sepnms.clip.transform import to_dagger_input
 from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name, tokenize
 from sepnms.config import ClipConfig, Config
-from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
-from sepnms.io.checkpoints import torch_load_weights
+from sepnms.distributed import barrier, rank_world, resolve_device
 from sepnms.errors import InputError, OutputExistsError
-from sepnms.io.atomic import atomic_path, atomic_write_json
+from sepnms.io.atomic import atomic_write_json
+from sepnms.io.checkpoints import torch_load_weights
 from sepnms.io.images import read_image
+from sepnms.training.batches import EpochBatches
+from sepnms.training.loop import LoopSettings, Trainer, TrainingLoop, distributed_module, training_run
+from sepnms.workdir import STAGE_SECTIONS, check_stage, stage_dir, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -121,28 +123,6 @@ class CaptionImages(Dataset):
         return self.transform(image, rng), tokenize([caption], self.context_length)[0]
 
 
-class EpochOrder(Sampler[list[int]]):
-    """Batches (drop_last) of item indices ``epoch * N + i``; epoch ``e``'s order is a permutation
-    seeded by (seed, e); starts at (start_epoch, start_batch)."""
-
-    def __init__(self, n: int, batch_size: int, epochs: int, seed: int, start_epoch: int = 0, start_batch: int = 0):
-        self.n, self.bs, self.epochs, self.seed = n, batch_size, epochs, seed
-        self.start_epoch, self.start_batch = start_epoch, start_batch
-
-    def batches_per_epoch(self) -> int:
-        return self.n // self.bs
-
-    def __iter__(self) -> Iterator[list[int]]:
-        nb = self.batches_per_epoch()
-        for epoch in range(self.start_epoch, self.epochs):
-            perm = np.random.default_rng([self.seed, 1 << 20, epoch]).permutation(self.n)
-            for b in range(self.start_batch if epoch == self.start_epoch else 0, nb):
-                yield [epoch * self.n + int(i) for i in perm[b * self.bs:(b + 1) * self.bs]]
-
-    def __len__(self) -> int:
-        return max(self.batches_per_epoch() * (self.epochs - self.start_epoch) - self.start_batch, 0)
-
-
 def lr_at_epoch(c: ClipConfig, epoch: int) -> float:
     """``clip.lr`` times ``clip.lr_decay`` once per finished epoch while above ``clip.lr_min``."""
     lr = c.lr
@@ -165,139 +145,151 @@ def batch_losses(dagger: CLIPDagger, images: torch.Tensor, tokens: torch.Tensor,
                       c.gamma1, c.gamma2, c.gamma3)
 
 
-def _load_last(path: Path, fingerprint: str) -> dict[str, Any]:
-    try:
-        ck = torch_load_weights(path)  # one line; never advises weights_only=False
-    except InputError as exc:
-        raise InputError(path, f"{exc.problem}; delete it or pass --overwrite") from None
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise InputError(path, "not a clip-finetune checkpoint; delete it or pass --overwrite")
-    if ck.get("fingerprint") != fingerprint:
-        raise OutputExistsError(f"{path} is a clip-finetune checkpoint of another configuration "
-                                f"(fingerprint {ck.get('fingerprint')}, now {fingerprint}); pass --overwrite "
-                                "to start again")
-    return ck
+class DaggerLosses(torch.nn.Module):
+    """(sentence loss, word loss) of a batch, as one module (what DistributedDataParallel wraps)."""
+
+    def __init__(self, dagger: CLIPDagger, c: ClipConfig):
+        super().__init__()
+        self.dagger, self.c = dagger, c
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch_losses(self.dagger, images, tokens, self.c)
+
+
+class DaggerTrainer(Trainer):
+    """GR-GAN's ITM recipe on captions: what is CLIP-dagger's own in the one loop (no validation;
+    the per-epoch means of the losses are its history)."""
+
+    def __init__(self, cfg: Config, dagger: CLIPDagger, fingerprint: str, batches_per_epoch: int, device: str):
+        c = cfg.clip
+        self.c, self.dagger, self.fingerprint, self.nb, self.device = c, dagger, fingerprint, batches_per_epoch, device
+        self.optimizer = torch.optim.Adam(dagger.trainable_parameters(), lr=c.lr, betas=tuple(c.betas))
+        self.step_module: torch.nn.Module = DaggerLosses(dagger, c)
+        self.lr = c.lr
+
+    def initial_state(self) -> dict[str, Any]:
+        return {"epoch": 0, "batch": 0, "epoch_loss": 0.0, "epoch_sentence": 0.0, "epoch_word": 0.0}
+
+    def payload(self) -> dict[str, Any]:
+        return {"format": CKPT_FORMAT, "version": 1, "fingerprint": self.fingerprint,
+                "model": {k: v.detach().cpu() for k, v in self.dagger.trainable_state_dict().items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    def read_last(self, path: Path) -> dict[str, Any]:
+        try:
+            ck = torch_load_weights(path)  # one line; never advises weights_only=False
+        except InputError as exc:
+            raise InputError(path, f"{exc.problem}; delete it or pass --overwrite") from None
+        if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+            raise InputError(path, "not a clip-finetune checkpoint; delete it or pass --overwrite")
+        if ck.get("fingerprint") != self.fingerprint:
+            raise OutputExistsError(f"{path} is a clip-finetune checkpoint of another configuration "
+                                    f"(fingerprint {ck.get('fingerprint')}, now {self.fingerprint}); pass --overwrite "
+                                    "to start again")
+        return ck
+
+    def restore(self, ckpt: dict[str, Any], path: Path) -> None:
+        missing, unexpected = self.dagger.load_state_dict(ckpt["model"], strict=False)
+        trainable = set(self.dagger.trainable_state_dict())
+        if unexpected or any(k in trainable for k in missing):
+            raise InputError(path, "checkpoint does not fit the model; delete it or pass --overwrite")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor], state: dict[str, Any]
+             ) -> tuple[torch.Tensor, dict[str, Any]]:
+        self.lr = lr_at_epoch(self.c, state["epoch"])
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr
+        images, tokens = batch
+        s_loss, w_loss = self.step_module(images.to(self.device, non_blocking=True),
+                                          tokens.to(self.device, non_blocking=True))
+        return s_loss + w_loss, {"sentence_loss": s_loss, "word_loss": w_loss, "lr": self.lr}
+
+    def after_step(self, state: dict[str, Any], values: dict[str, float], scalar) -> None:
+        state["batch"] += 1
+        state["epoch_loss"] += values["loss"]
+        state["epoch_sentence"] += values["sentence_loss"]
+        state["epoch_word"] += values["word_loss"]
+        end_of_epoch = state["batch"] >= self.nb
+        if end_of_epoch or state["step"] >= self.total:
+            k = state["batch"]
+            state["history"].append({"epoch": state["epoch"], "step": state["step"], "lr": self.lr, "batches": k,
+                                     "loss": state["epoch_loss"] / k, "sentence_loss": state["epoch_sentence"] / k,
+                                     "word_loss": state["epoch_word"] / k})
+            scalar("epoch/loss", state["epoch_loss"] / k, state["epoch"])
+        if end_of_epoch:
+            state.update(epoch=state["epoch"] + 1, batch=0, epoch_loss=0.0, epoch_sentence=0.0, epoch_word=0.0)
+
+    def checkpoint_now(self, state: dict[str, Any]) -> bool:
+        return state["batch"] == 0  # an epoch has just ended
 
 
 def clip_finetune(cfg: Config, overwrite: bool = False, progress: bool = True,
                   stop_after_steps: Optional[int] = None) -> dict[str, Any]:
     """Fine-tune CLIP-dagger; returns a summary.  Resumes from ``<workdir>/clip/last.pt`` when present
     (``overwrite`` starts again).  ``stop_after_steps`` stops after that many steps in this call (as an
-    interruption would) - for tests of resuming."""
+    interruption would, saving ``last.pt``) - for tests of resuming.
+
+    Under ``torchrun`` each rank takes every ``WORLD_SIZE``-th batch (DistributedDataParallel; the
+    effective batch is ``WORLD_SIZE x clip.batch_size``); rank 0 writes the checkpoints, the heads and
+    the summary, and its own batches' losses are the history."""
+    with training_run(cfg.device, stage_dir(cfg, "clip"), "sepnms clip-finetune"):
+        return _finetune(cfg, overwrite, progress, stop_after_steps)
+
+
+def _finetune(cfg: Config, overwrite: bool, progress: bool, stop_after_steps: Optional[int]) -> dict[str, Any]:
     c = cfg.clip
+    rank, world = rank_world()
     sections = STAGE_SECTIONS["clip"]
     fingerprint = cfg.fingerprint(*sections)
     folder = check_stage(cfg, "clip", overwrite=overwrite)
     last = folder / "last.pt"
     heads_path = default_heads_path(cfg)
-    if overwrite:
+    if overwrite and rank == 0:
         last.unlink(missing_ok=True)
     captions_path = cfg.need_path("captions")
     items = load_captions(captions_path, cfg.need_path("captions_images_dir"))
-    device = cfg.device
+    device = resolve_device(cfg.device)
 
     dagger = build_dagger(cfg, seed=cfg.seed).to(device)
-    params = dagger.trainable_parameters()
-    optimizer = torch.optim.Adam(params, lr=c.lr, betas=tuple(c.betas))
-    state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "epoch_loss": 0.0, "epoch_sentence": 0.0,
-                             "epoch_word": 0.0, "history": []}
-    if last.is_file():
-        ck = _load_last(last, fingerprint)
-        missing, unexpected = dagger.load_state_dict(ck["model"], strict=False)
-        trainable = set(dagger.trainable_state_dict())
-        if unexpected or any(k in trainable for k in missing):
-            raise InputError(last, "checkpoint does not fit the model; delete it or pass --overwrite")
-        optimizer.load_state_dict(ck["optimizer"])
-        state = ck["state"]
-        log.info("resumed %s at step %d", last, state["step"])
-
-    sampler = EpochOrder(len(items), c.batch_size, c.epochs, cfg.seed, state["epoch"], state["batch"])
-    nb = sampler.batches_per_epoch()
-    if nb == 0:
-        raise InputError(captions_path, f"{len(items)} captioned images, fewer than one batch of "
-                                        f"clip.batch_size={c.batch_size}")
+    nb = EpochBatches(len(items), c.batch_size, c.epochs, cfg.seed, rank=rank, world_size=world).batches_per_epoch()
+    trainer = DaggerTrainer(cfg, dagger, fingerprint, nb, device)
     total_steps = nb * c.epochs
     if c.max_steps is not None:
         total_steps = min(total_steps, c.max_steps)
+    trainer.total = total_steps
+    loop = TrainingLoop(trainer, LoopSettings(
+        name="clip-finetune", folder=folder, total=total_steps, checkpoint_every=max(cfg.train.checkpoint_every, 1),
+        progress=progress, amp=cfg.train.amp and device.startswith("cuda"), restart_hint="--overwrite"), device)
+    state = loop.resume(resume=True)
+
+    trainer.step_module = distributed_module(trainer.step_module, device, cfg.seed, state["step"],
+                                             find_unused_parameters=True)
+    sampler = EpochBatches(len(items), c.batch_size, c.epochs, cfg.seed, state["epoch"], state["batch"], rank, world,
+                           stream=(1 << 20,))
+    if nb == 0:
+        raise InputError(captions_path, f"{len(items)} captioned images, fewer than one batch of "
+                                        f"clip.batch_size={c.batch_size}")
     dataset = CaptionImages(items, c, dagger.context_length, cfg.seed, cfg.images.max_pixels)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.train.num_workers,
                         pin_memory=device.startswith("cuda"))
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(folder / "tb"), purge_step=state["step"])
-
-    def save_last() -> None:
-        with atomic_path(last) as tmp:
-            torch.save({"format": CKPT_FORMAT, "version": 1, "fingerprint": fingerprint,
-                        "model": {k: v.detach().cpu() for k, v in dagger.trainable_state_dict().items()},
-                        "optimizer": optimizer.state_dict(), "state": state}, tmp)
-
-    amp = cfg.train.amp and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     dagger.train()
-    bar = tqdm(total=total_steps, initial=min(state["step"], total_steps), desc="clip-finetune", disable=not progress)
-    steps_this_call = 0
     t0 = time.perf_counter()
-    interrupted = False
-    for images, tokens in loader:
-        if state["step"] >= total_steps:
-            break
-        lr = lr_at_epoch(c, state["epoch"])
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        images = images.to(device, non_blocking=True)
-        tokens = tokens.to(device, non_blocking=True)
-        with torch.autocast("cuda", enabled=amp):
-            s_loss, w_loss = batch_losses(dagger, images, tokens, c)
-            loss = s_loss + w_loss
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        state["step"] += 1
-        state["batch"] += 1
-        loss_v, s_v, w_v = float(loss.detach()), float(s_loss.detach()), float(w_loss.detach())
-        state["epoch_loss"] += loss_v
-        state["epoch_sentence"] += s_v
-        state["epoch_word"] += w_v
-        writer.add_scalar("train/loss", loss_v, state["step"])
-        writer.add_scalar("train/sentence_loss", s_v, state["step"])
-        writer.add_scalar("train/word_loss", w_v, state["step"])
-        writer.add_scalar("train/lr", lr, state["step"])
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_v:.3f}", epoch=state["epoch"])
-        end_of_epoch = state["batch"] >= nb
-        if end_of_epoch or state["step"] >= total_steps:
-            k = state["batch"]
-            state["history"].append({"epoch": state["epoch"], "step": state["step"], "lr": lr, "batches": k,
-                                     "loss": state["epoch_loss"] / k, "sentence_loss": state["epoch_sentence"] / k,
-                                     "word_loss": state["epoch_word"] / k})
-            writer.add_scalar("epoch/loss", state["epoch_loss"] / k, state["epoch"])
-        if end_of_epoch:
-            state.update(epoch=state["epoch"] + 1, batch=0, epoch_loss=0.0, epoch_sentence=0.0, epoch_word=0.0)
-        steps_this_call += 1
-        if end_of_epoch or state["step"] % max(cfg.train.checkpoint_every, 1) == 0:
-            save_last()
-        if stop_after_steps is not None and steps_this_call >= stop_after_steps and state["step"] < total_steps:
-            interrupted = True
-            break
-    bar.close()
-    save_last()
-    writer.close()
-    if interrupted:
+    if loop.run(loader, stop_after_steps):
         return {"interrupted": True, "step": state["step"]}
-
-    save_full = (not dagger.frozen) or dagger.info.get("checkpoint") is None
-    full_name = full_state_name(heads_path) if save_full else None
-    if save_full:
-        dagger.save_full(heads_path.parent / full_name)
-    dagger.save_heads(heads_path, full_state=full_name)
     summary = {"steps": state["step"], "epochs_done": state["epoch"], "images": len(items),
-               "batches_per_epoch": nb, "heads": str(heads_path),
-               "full_state": str(heads_path.parent / full_name) if full_name else None,
+               "batches_per_epoch": nb, "heads": str(heads_path), "full_state": None,
                "final_loss": state["history"][-1]["loss"] if state["history"] else None,
                "history": state["history"], "seconds_this_call": time.perf_counter() - t0}
-    atomic_write_json(folder / "finetune_summary.json", summary, indent=2)
-    write_manifest(cfg, "clip", folder, extra={"heads": str(heads_path), "steps": state["step"]})
+    if rank == 0:
+        save_full = (not dagger.frozen) or dagger.info.get("checkpoint") is None
+        full_name = full_state_name(heads_path) if save_full else None
+        if save_full:
+            dagger.save_full(heads_path.parent / full_name)
+        dagger.save_heads(heads_path, full_state=full_name)
+        summary["full_state"] = str(heads_path.parent / full_name) if full_name else None
+        atomic_write_json(folder / "finetune_summary.json", summary, indent=2)
+        write_manifest(cfg, "clip", folder, extra={"heads": str(heads_path), "steps": state["step"]})
+    barrier()
     return summary

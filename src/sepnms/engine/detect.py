@@ -81,7 +81,7 @@ def category_names(cfg: Config) -> list[tuple[int, str]]:
         names = load_refer(cfg).cat_name
         if len(names) == 80:
             return [(cid, names[cid]) for cid in sorted(names)]
-    from sepnms.world.generate import COCO_CATEGORIES
+    from sepnms.world.content import COCO_CATEGORIES
 
     return [(cid, name) for cid, name, _ in sorted(COCO_CATEGORIES)]
 
@@ -203,7 +203,7 @@ def detect(cfg: Config, images_dir: Optional[Path] = None, save_head: str = "non
     other shards are missing).  See the module docstring for the files."""
     if save_head not in SAVE_HEAD:
         raise ConfigError(f"--save-head must be one of {list(SAVE_HEAD)}, not {save_head!r}")
-    from sepnms.engine.distributed import resolve_device
+    from sepnms.distributed import resolve_device
 
     device = resolve_device(cfg.device)
     dc = cfg.detector

@@ -19,7 +19,7 @@ import numpy as np
 
 from sepnms.config import Config
 from sepnms.data.refdb import RefDB, load_refdb
-from sepnms.engine.distributed import resolve_device
+from sepnms.distributed import resolve_device
 from sepnms.workdir import STAGE_SECTIONS, check_stage, write_manifest
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.finite import check_finite

@@ -21,9 +21,9 @@ per-image detections under MAttNet's rule), every fused first-stage table in ``<
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -34,10 +34,8 @@ from tqdm import tqdm
 
 from sepnms.config import Config
 from sepnms.engine.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets, split_method
-from sepnms.engine.checkpoint import load_weights, save_checkpoint
-from sepnms.engine.early_stop import should_stop
-from sepnms.engine.distributed import barrier, process_group, rank_world, resolve_device
-from sepnms.engine.train_guard import FreshRun, run_lock
+from sepnms.distributed import rank_world, resolve_device
+from sepnms.engine.checkpoint import load_weights
 from sepnms.engine.ground_data import (AttributeVocab, BatchSampler, GroundingData, VisualFeatures, concat_tables,
                                        object_table, pad_labels)
 from sepnms.errors import InputError
@@ -51,6 +49,7 @@ from sepnms.io.atomic import atomic_write_json
 from sepnms.io.checkpoints import check_finite_state, torch_load_weights
 from sepnms.io.schemas import (check_dets_cover, check_dets_names, grounding_checkpoint_schema, load_metrics,
                                merge_rows, validate)
+from sepnms.training.loop import LoopSettings, Trainer, TrainingLoop, distributed_module, training_run
 from sepnms.version import __version__
 from sepnms.workdir import model_dir, safe_name
 
@@ -342,13 +341,72 @@ def file_sets(path: Path, data: GroundingData, split: str) -> dict[int, Candidat
 # training
 
 
+class MAttNetTrainer(Trainer):
+    """MAttNet's recipe (hinge ranking + attribute loss, value clipping, MAttNet's lr schedule, gt-box
+    accuracy on the validation split): what is the second stage's own in the one loop."""
+
+    def __init__(self, cfg: Config, net: MAttNet, vocab: GroundingVocab, att_vocab: Optional[AttributeVocab],
+                 feats: VisualFeatures, data: GroundingData, val_sets: dict[int, "CandidateSet"], device: str):
+        g = cfg.grounding
+        self.cfg, self.g, self.net, self.vocab, self.att_vocab = cfg, g, net, vocab, att_vocab
+        self.feats, self.data, self.val_sets, self.device = feats, data, val_sets, device
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=g.lr, betas=tuple(g.betas), eps=g.eps)
+        self.meta = _meta(cfg, vocab, att_vocab.words if att_vocab else [])
+        self.class_weights = torch.from_numpy(att_vocab.weights).to(device) if att_vocab else None
+        self.step_module: torch.nn.Module = _Flat(net)
+        self.sentences = 0
+
+    def payload(self) -> dict[str, Any]:
+        return {**self.meta, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def read_last(self, path: Path) -> dict[str, Any]:
+        ckpt = load_grounding_checkpoint(path, self.cfg)
+        if ckpt["vocab"] != self.vocab.words:
+            raise InputError(path, "this run was started on other training sentences (its vocabulary differs); "
+                                   "start again with --no-resume")
+        return ckpt
+
+    def restore(self, ckpt: dict[str, Any], path: Path) -> None:
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+
+    def loss(self, batch, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        g = self.g
+        lr = learning_rate(g, state["iter"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        scores, att_scores = self.step_module(*_flat_args(batch.objects, batch.labels, batch.obj_idx, batch.sent_idx,
+                                                          self.device))
+        loss = ranking_loss(scores, g.margin, g.visual_rank_weight, g.lang_rank_weight)
+        if self.att_vocab is not None:
+            loss = loss + g.att_weight * attribute_loss(att_scores, batch.att_labels.to(self.device),
+                                                        batch.att_select.to(self.device), self.class_weights)
+        self.sentences += len(batch.pos_sent_ids)
+        return loss, {"lr": lr}
+
+    def before_optimizer_step(self) -> None:
+        for p in self.net.parameters():
+            if p.grad is not None:
+                p.grad.clamp_(-self.g.grad_clip, self.g.grad_clip)
+
+    def validate(self, state: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """Ground-truth-box accuracy on the validation sentences."""
+        chosen = predict(self.net, self.vocab, self.feats, self.data, self.val_sets, self.cfg)
+        acc = float(np.mean(sentence_hits(self.data, list(self.val_sets), self.val_sets, chosen, self.g.gt_accuracy)))
+        self.net.train()
+        return acc, {"lr": self.optimizer.param_groups[0]["lr"]}
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        check_finite_state(self.net.state_dict(), model_dir(self.cfg, MODEL_NAME),
+                           f"ground train diverged at iteration {state['iter']} (grounding.lr={self.g.lr} too high?)")
+
+
 def train_grounding(cfg: Config, resume: bool = True, progress: bool = True,
                     stop_after_steps: Optional[int] = None) -> dict[str, Any]:
-    """Train MAttNet; returns a summary.  ``stop_after_steps`` stops early as an interruption would."""
-    with process_group(cfg.device):
-        rank, _ = rank_world()
-        with run_lock(model_dir(cfg, MODEL_NAME), enabled=rank == 0, command="sepnms ground train"):
-            return _train(cfg, resume, progress, stop_after_steps)
+    """Train MAttNet; returns a summary.  ``stop_after_steps`` stops early as an interruption would
+    (saving ``last.pt``)."""
+    with training_run(cfg.device, model_dir(cfg, MODEL_NAME), "sepnms ground train"):
+        return _train(cfg, resume, progress, stop_after_steps)
 
 
 def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional[int]) -> dict[str, Any]:
@@ -368,123 +426,32 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
         att_vocab = None
     feats = VisualFeatures(cfg, data)
     net = build_mattnet(g, cfg.model, len(vocab)).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=g.lr, betas=tuple(g.betas), eps=g.eps)
-    state: dict[str, Any] = {"iter": 0, "best_val": -1.0, "best_iter": 0, "history": [], "world_size": world}
-    last = out / "last.pt"
-    if resume and last.is_file():
-        ckpt = load_grounding_checkpoint(last, cfg)
-        if ckpt["vocab"] != vocab.words:
-            raise InputError(last, "this run was started on other training sentences (its vocabulary differs); "
-                                   "start again with --no-resume")
-        if ckpt["state"].get("world_size", 1) != world:
-            raise InputError(last, f"this run was started with {ckpt['state'].get('world_size', 1)} process(es), now "
-                                   f"{world}: resume it with the same number, or start again with --no-resume")
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        torch.set_rng_state(ckpt["rng"])
-        log.info("resumed %s at iteration %d", last, state["iter"])
-    fresh = FreshRun(out, fresh=not resume and rank == 0)  # old best.pt / last.pt stay until this run saves
-    barrier()
-
-    step: torch.nn.Module = _Flat(net)
-    if world > 1:
-        step = torch.nn.parallel.DistributedDataParallel(
-            step, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
-            find_unused_parameters=True)
-    sampler = BatchSampler(cfg, data, vocab, feats, att_vocab, rank, world)
-    class_weights = torch.from_numpy(att_vocab.weights).to(device) if att_vocab else None
     val_sets = gt_sets(data, g.val_split)
     if g.val_max_sentences is not None:
         val_sets = {s: val_sets[s] for s in sorted(val_sets)[:g.val_max_sentences]}
+    trainer = MAttNetTrainer(cfg, net, vocab, att_vocab, feats, data, val_sets, device)
+    loop = TrainingLoop(trainer, LoopSettings(
+        name="ground train", folder=out, total=g.max_iters, checkpoint_every=g.checkpoint_every,
+        eval_every=g.eval_every, patience=g.early_stop_patience, higher_is_better=True, metric="val_accuracy",
+        counter="iter", unit="iteration", progress=progress), device)
+    state = loop.resume(resume)
+
+    trainer.step_module = distributed_module(trainer.step_module, device, cfg.seed, state["iter"],
+                                             find_unused_parameters=True)
+    sampler = BatchSampler(cfg, data, vocab, feats, att_vocab, rank, world)
     if not val_sets:
         raise InputError(cfg.refs_path(), f"no sentence in validation split {g.val_split!r}")
-    meta = _meta(cfg, vocab, att_vocab.words if att_vocab else [])
-
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"), purge_step=state["iter"])
-
-    def save(path: Path) -> None:
-        if rank == 0:
-            check_finite_state(net.state_dict(), out, f"ground train diverged at iteration {state['iter']} "
-                                                      f"(grounding.lr={g.lr} too high?)")
-            save_checkpoint(path, {**meta, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "state": state, "rng": torch.get_rng_state()})
-            fresh.saved(path)
-
-    def validate() -> None:
-        chosen = predict(net, vocab, feats, data, val_sets, cfg)
-        acc = float(np.mean(sentence_hits(data, list(val_sets), val_sets, chosen, g.gt_accuracy)))
-        net.train()
-        state["history"].append({"iter": state["iter"], "val_accuracy": acc, "lr": optimizer.param_groups[0]["lr"]})
-        if writer:
-            writer.add_scalar("val/accuracy", acc, state["iter"])
-        if acc > state["best_val"]:
-            state["best_val"], state["best_iter"] = acc, state["iter"]
-            save(out / "best.pt")
 
     net.train()
-    bar = tqdm(total=g.max_iters, initial=state["iter"], desc="ground train", disable=not progress or rank != 0)
-    steps_this_call, data_time, step_time, sentences = 0, 0.0, 0.0, 0
-    def stop_early() -> bool:
-        return should_stop(state["history"], "iter", state["best_iter"], g.early_stop_patience)
-
-    while state["iter"] < g.max_iters and not stop_early():
-        t0 = time.perf_counter()
-        batch = sampler.batch(state["iter"])
-        t1 = time.perf_counter()
-        lr = learning_rate(g, state["iter"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        scores, att_scores = step(*_flat_args(batch.objects, batch.labels, batch.obj_idx, batch.sent_idx, device))
-        loss = ranking_loss(scores, g.margin, g.visual_rank_weight, g.lang_rank_weight)
-        if att_vocab is not None:
-            loss = loss + g.att_weight * attribute_loss(att_scores, batch.att_labels.to(device),
-                                                        batch.att_select.to(device), class_weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for p in net.parameters():
-            if p.grad is not None:
-                p.grad.clamp_(-g.grad_clip, g.grad_clip)
-        optimizer.step()
-        state["iter"] += 1
-        steps_this_call += 1
-        sentences += len(batch.pos_sent_ids)
-        loss_value = float(loss.detach())
-        data_time += t1 - t0
-        step_time += time.perf_counter() - t1
-        if writer:
-            writer.add_scalar("train/loss", loss_value, state["iter"])
-            writer.add_scalar("train/lr", lr, state["iter"])
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", best_val=f"{max(state['best_val'], 0):.3f}")
-        if state["iter"] % g.eval_every == 0:
-            validate()
-        if state["iter"] % g.checkpoint_every == 0 or state["iter"] % g.eval_every == 0:
-            save(last)
-        if stop_early():
-            log.info("ground train: stopped at iteration %d, %d validations without a higher accuracy than "
-                     "iteration %d's", state["iter"], g.early_stop_patience, state["best_iter"])
-            break
-        if stop_after_steps is not None and steps_this_call >= stop_after_steps and state["iter"] < g.max_iters:
-            bar.close()
-            if writer:
-                writer.close()
-            return {"interrupted": True, "iter": state["iter"]}
-    bar.close()
-    if not state["history"] or state["history"][-1]["iter"] != state["iter"]:
-        validate()
-    save(last)
-    if writer:
-        writer.close()
+    batches = (sampler.batch(it) for it in itertools.count(state["iter"]))
+    if loop.run(batches, stop_after_steps):
+        return {"interrupted": True, "iter": state["iter"]}
     summary = {"model": MODEL_NAME, "iterations": state["iter"], "max_iters": g.max_iters,
-               "best_val_accuracy": state["best_val"], "best_iter": state["best_iter"], "stopped_early": stop_early(),
-               "early_stop_patience": g.early_stop_patience, "history": state["history"], "vocab_size": len(vocab),
-               "attribute_loss": att_vocab is not None, "data_time_s": data_time, "compute_time_s": step_time,
-               "train_sentences_this_call": sentences, "head_reads": feats.head_reads}
+               "best_val_accuracy": state["best_val"], "best_iter": state["best_iter"],
+               "stopped_early": loop.stop_early(), "early_stop_patience": g.early_stop_patience,
+               "history": state["history"], "vocab_size": len(vocab), "attribute_loss": att_vocab is not None,
+               "data_time_s": loop.data_time, "compute_time_s": loop.compute_time,
+               "train_sentences_this_call": trainer.sentences, "head_reads": feats.head_reads}
     if rank == 0:
         atomic_write_json(out / "train_summary.json", summary, indent=2)
     return summary

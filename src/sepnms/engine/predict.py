@@ -118,7 +118,7 @@ class Predictor:
     """
 
     def __init__(self, cfg: Config, model: str = "sepnms", rule: Optional[str] = None):
-        from sepnms.engine.distributed import resolve_device
+        from sepnms.distributed import resolve_device
         from sepnms.engine.image_features import HeadCache
         from sepnms.engine.inputs import Workspace
         from sepnms.engine.propose import load_trained

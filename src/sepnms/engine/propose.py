@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from sepnms.config import Config
 from sepnms.data.candidates import Candidates
-from sepnms.engine.distributed import resolve_device
+from sepnms.distributed import resolve_device
 from sepnms.engine.image_features import HeadCache
 from sepnms.engine.inputs import Workspace, pad_words
 from sepnms.clip.labeller import clip_autocast

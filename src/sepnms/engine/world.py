@@ -59,7 +59,7 @@ def world_quality(world_dir: Path, cfg: Optional[Config] = None) -> dict[str, An
     from sepnms.evaluation.world_quality import box_ap50, box_features, linear_probes
     from sepnms.io.head_feats import read_head
     from sepnms.io.rpn import load_rpn
-    from sepnms.world.generate import COCO_IDS
+    from sepnms.world.content import COCO_IDS
 
     world_dir = Path(world_dir)
     cfg = cfg or load_config(str(world_dir / "config.yaml"))

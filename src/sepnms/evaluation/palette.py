@@ -4,7 +4,7 @@ Method colours are five colours of the Okabe-Ito, Paul Tol "bright" and "muted" 
 that every pair stays distinct (CIELAB distance >= 30) for normal vision and under simulated
 deuteranopia, protanopia and tritanopia (Machado et al. 2009, severity 1), and that each is at
 least 25 CIELAB units from every named colour the embedded world paints its objects with
-(``sepnms.world.generate.PALETTE``) and from the world's grey backgrounds.  Colour alone cannot
+(``sepnms.world.content.PALETTE``) and from the world's grey backgrounds.  Colour alone cannot
 keep a box apart from *every* object under colour-vision deficiency (the six world hues cover
 the simulated gamuts), so every drawn box also has a halo (a wider contrasting band under it):
 

@@ -1,6 +1,6 @@
 """``sepnms world train-detector``: train the world's narrow Mask R-CNN C4 on generated scenes.
 
-Scenes come from the world's own generator (``sepnms.world.generate.sample_scene`` +
+Scenes come from the world's own generator (``sepnms.world.layout.sample_scene`` +
 ``render.paint_image``, JPEG round trip as the world's files), drawn on the fly from
 ``numpy.random.default_rng([world_detector.train_seed, step, k])`` - a seed family no demo or
 test world uses.  The losses are ``sepnms.detection.training`` (RPN + box head, py-faster-rcnn
@@ -36,7 +36,8 @@ from sepnms.detection.preprocess import preprocess
 from sepnms.detection.training import DetectorLoss, ImageTargets, LossSettings, total_loss
 from sepnms.world import render as wr
 from sepnms.world.detector import world_detector_config
-from sepnms.world.generate import CLASS_INDEX, PALETTE, SIZE_RANGES, sample_scene
+from sepnms.world.content import CLASS_INDEX, PALETTE, SIZE_RANGES
+from sepnms.world.layout import sample_scene
 
 log = logging.getLogger(__name__)
 
