@@ -132,4 +132,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"sepnms {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
-

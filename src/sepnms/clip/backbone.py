@@ -19,6 +19,7 @@ from sepnms.clip.weights import check_state_dict, read_clip_state_dict
 from sepnms.config import ClipConfig
 from sepnms.errors import ConfigError
 
+
 class _DropMessage(logging.Filter):
     def __init__(self, text: str):
         super().__init__()
@@ -112,7 +113,6 @@ def _new_backbone(c: ClipConfig) -> nn.Module:
         return open_clip.create_model(c.arch, pretrained=None, force_quick_gelu=True)
 
 
-
 def build_backbone(c: ClipConfig, checkpoint: Optional[str | Path] = None) -> nn.Module:
     """The open_clip CLIP for ``c`` with the weights of ``checkpoint`` (random init if None)."""
     desc = check_clip_config(c)
@@ -128,7 +128,6 @@ def build_backbone(c: ClipConfig, checkpoint: Optional[str | Path] = None) -> nn
 def _describe_config(d: dict[str, Any]) -> str:
     return (f"{d['arch']} (ModifiedResNet layers {tuple(d['vision_layers'])}, width {d['vision_width']}, "
             f"embed dim {d['embed_dim']}, text width {d['text_width']})")
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,4 +148,3 @@ def _tokenizer(context_length: int):
 def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
     """[B, L] int64 tokens ``<sot> words <eot> 0 ...``; too long texts are cut, ending with <eot>."""
     return _tokenizer(context_length)(list(texts)).long()
-

@@ -275,4 +275,3 @@ def load_dagger(cfg: Config, heads_path: Optional[str | Path] = None, device: Op
     if record.get("full_state"):
         dagger.load_full(heads_path.parent / record["full_state"])
     return dagger.to(device or cfg.device).eval()
-

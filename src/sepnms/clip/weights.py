@@ -93,4 +93,3 @@ def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, path: Path, 
     if shapes:
         parts.append(f"{len(shapes)} shapes differ (e.g. {'; '.join(shapes[:3])})")
     raise InputError(path, "; ".join(parts))
-

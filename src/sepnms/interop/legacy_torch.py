@@ -59,7 +59,6 @@ def _header(f: io.BytesIO, path: Path, what: str) -> Any:
         raise release_error(path, f"unreadable {what} ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})") from None
 
 
-
 def _storage_data(f: io.BytesIO, data: bytes, path: Path, keys: list[str],
                   storages: dict[str, Storage]) -> dict[str, Tensor]:
     """The data section: per key, int64 element count + raw little-endian elements."""
@@ -83,7 +82,6 @@ def _storage_data(f: io.BytesIO, data: bytes, path: Path, keys: list[str],
     if pos != len(data):
         raise release_error(path, f"{len(data) - pos} unexpected bytes after the last storage (corrupt file)")
     return out
-
 
 
 def read_legacy_container(data: bytes, path: Path, validate=None) -> tuple[Any, "ReleaseUnpickler", dict[str, Tensor]]:
@@ -135,4 +133,3 @@ def materialize(ref: _TensorRef, storages: dict[str, Tensor]) -> Tensor:
     base = storages[ref.storage.root.key]
     return torch.as_strided(base, ref.size, ref.stride, ref.storage.offset + ref.offset).clone(
         memory_format=torch.contiguous_format)
-

@@ -53,7 +53,6 @@ class MAttNetRelease:
     """Each module class and the source file the saving process had it from."""
 
 
-
 def _plain(value: Any, where: str) -> None:
     """``opt`` must hold plain data only (numbers, strings, None, containers of them)."""
     stack = [(value, where)]
@@ -113,7 +112,6 @@ def _collect(root: ModuleStub) -> tuple["OrderedDict[str, _TensorRef]", list[str
     return out, supplied
 
 
-
 def _validate_release(obj: Any, path: Path) -> None:
     """The main object of a MAttNet release: ``{'model': JointMatching, 'opt': plain dict}``."""
     if not isinstance(obj, dict) or "model" not in obj or "opt" not in obj:
@@ -126,7 +124,6 @@ def _validate_release(obj: Any, path: Path) -> None:
         raise Refusal(f"'opt' is a {type(opt).__name__}, not an option dict")
     check_expansion(opt, str(path), max_elements=100_000)
     _plain(opt, "opt")
-
 
 
 def load_mattnet_release(path: str | Path) -> MAttNetRelease:

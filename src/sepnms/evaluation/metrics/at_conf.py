@@ -83,7 +83,6 @@ def top1_accuracy(top_boxes: np.ndarray, gt_boxes: np.ndarray, iou: float = 0.5)
     return float(np.mean(is_top1_correct(ious, iou)))
 
 
-
 # ---------------------------------------------------------------------------------------
 # table-level evaluation
 
