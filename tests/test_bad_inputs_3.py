@@ -183,7 +183,7 @@ def test_detect_images_does_not_replace_the_outputs_of_other_images(tmp_path, ca
 
 
 def test_print_has_no_bare_nan(capsys):
-    from sepnms.cli import _print
+    from sepnms.cli.output import print_json as _print
 
     _print({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": 2})
     assert json.loads(capsys.readouterr().out) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2}

@@ -17,8 +17,8 @@ from sepnms.clip.transform import from_dagger_input, to_dagger_input
 from sepnms.clip.finetune import clip_finetune, lr_at_epoch
 from sepnms.clip.labeller import clip_ctx, critical_ann_ids, label_image
 from sepnms.clip.losses import sentence_loss, word_loss, word_relevance
-from sepnms.clip.model import (CLIPDagger, build_dagger, default_heads_path,
-                               load_dagger, tokenize)
+from sepnms.clip.backbone import tokenize
+from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, load_dagger
 from sepnms.clip.proposals import clip_scores_for_image
 from sepnms.config import load_config
 from sepnms.data.ctxdb import ctxdb_path, load_ctxdb

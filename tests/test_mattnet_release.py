@@ -21,7 +21,8 @@ from sepnms.config import load_config, save_config
 from sepnms.errors import InputError, UnsafePickleError
 from sepnms.grounding.mattnet import build_mattnet
 from sepnms.interop import load_mattnet_release
-from sepnms.interop.mattnet_release import _STUBS, read_legacy_container
+from sepnms.interop.legacy_torch import read_legacy_container
+from sepnms.interop.mattnet_unpickler import STUBS as _STUBS
 
 SMALL = ["grounding.word_embedding_size=16", "grounding.word_vec_size=12", "grounding.rnn_hidden_size=10",
          "grounding.jemb_dim=14", "grounding.num_atts=4"]
@@ -105,7 +106,7 @@ def test_lstm_weights_are_read_as_views_at_their_offsets_of_one_flat_buffer(smal
 
 def test_container_matches_torchs_own_legacy_writer(tmp_path):
     """The container parser reads what torch's legacy (non-zip) writer writes: same framing."""
-    from sepnms.interop.mattnet_release import materialize
+    from sepnms.interop.legacy_torch import materialize
 
     tensors = {"a": torch.randn(3, 4), "b": torch.arange(7.0)[2:], "c": torch.randn(2, 3).t()}
     buf = io.BytesIO()

@@ -33,9 +33,10 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from sepnms.clip.backbone import tokenize
 from sepnms.clip.losses import damsm_loss
+from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name
 from sepnms.clip.transform import to_dagger_input
-from sepnms.clip.model import CLIPDagger, build_dagger, default_heads_path, full_state_name, tokenize
 from sepnms.config import ClipConfig, Config
 from sepnms.distributed import barrier, rank_world, resolve_device
 from sepnms.errors import InputError, OutputExistsError

@@ -1,11 +1,8 @@
 """CLIP-dagger: an open_clip ModifiedResNet CLIP with small trainable heads (METHOD.md
 "CLIP-dagger (the fine-tuned CLIP)").
 
-The backbone is built by open_clip (``open_clip.create_model(<arch>)`` for a named RN model such
-as ``RN101``; for ``tiny`` a small ModifiedResNet CLIP from ``cfg.clip.tiny_*``) and its weights come
-from a *local* checkpoint (``cfg.paths.clip_checkpoint``): an OpenAI TorchScript archive
-(``RN101.pt`` as OpenAI ships it), a plain state dict with OpenAI key names, or an open_clip state
-dict / training checkpoint.  Nothing is downloaded.
+The backbone (an open_clip ModifiedResNet CLIP, weights from a local checkpoint) is built by
+:mod:`sepnms.clip.backbone`; this module adds the heads, their files and the loaders.
 
 Heads (trainable):
 
@@ -22,18 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepnms.config import ClipConfig, Config
-from sepnms.io.checkpoints import torch_load_weights
+from sepnms.clip.backbone import backbone_description, build_backbone, tokenize
+from sepnms.config import Config
 from sepnms.errors import ConfigError, InputError
 from sepnms.io.atomic import atomic_path
+from sepnms.io.checkpoints import torch_load_weights
 from sepnms.version import __version__
 
 log = logging.getLogger(__name__)
@@ -41,225 +38,6 @@ log = logging.getLogger(__name__)
 HEADS_FORMAT = "sepnms-clip-heads"
 FULL_FORMAT = "sepnms-clip-full"
 FORMAT_VERSION = 1
-#: keys of an OpenAI state dict that are not parameters of the model
-OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
-
-
-# ---------------------------------------------------------------------------------------
-# building the backbone
-
-
-class _DropMessage(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_no_pretrained() -> Iterator[None]:
-    """open_clip warns "No pretrained weights loaded" on the root logger; we load them ourselves."""
-    root = logging.getLogger()
-    flt = _DropMessage("No pretrained weights loaded")
-    root.addFilter(flt)
-    try:
-        yield
-    finally:
-        root.removeFilter(flt)
-
-
-def _tokenizer_vocab_size() -> int:
-    return len(_tokenizer(77).encoder)
-
-
-def backbone_description(c: ClipConfig) -> dict[str, Any]:
-    """The dims the config asks for: arch, embed dim, layer3 channels, image size, text dims."""
-    if c.arch == "tiny":
-        return {"arch": "tiny", "vision_layers": list(c.tiny_layers), "vision_width": c.tiny_width,
-                "embed_dim": c.embed_dim, "layer3_channels": c.tiny_width * 16, "image_size": c.image_size,
-                "text_width": c.tiny_text_width, "text_layers": c.tiny_text_layers,
-                "text_heads": c.tiny_text_heads, "context_length": c.tiny_context_length,
-                "vocab_size": c.tiny_vocab_size}
-    import open_clip
-
-    mc = open_clip.get_model_config(c.arch)
-    if mc is None:
-        raise ConfigError(f"clip.arch {c.arch!r} is neither 'tiny' nor an open_clip model name "
-                          f"(e.g. RN50, RN101)")
-    vc, tc = mc["vision_cfg"], mc["text_cfg"]
-    if not isinstance(vc.get("layers"), (list, tuple)) or vc.get("timm_model_name") or tc.get("hf_model_name"):
-        raise ConfigError(f"clip.arch {c.arch!r} is not a ModifiedResNet CLIP; CLIP-dagger needs the "
-                          f"layer3 map of an RN model (e.g. RN101)")
-    return {"arch": c.arch, "vision_layers": list(vc["layers"]), "vision_width": int(vc["width"]),
-            "embed_dim": int(mc["embed_dim"]), "layer3_channels": int(vc["width"]) * 16,
-            "image_size": int(vc["image_size"]), "text_width": int(tc["width"]),
-            "text_layers": int(tc["layers"]), "text_heads": int(tc["heads"]),
-            "context_length": int(tc["context_length"]), "vocab_size": int(tc["vocab_size"])}
-
-
-def check_clip_config(c: ClipConfig) -> dict[str, Any]:
-    """Check that ``cfg.clip``'s dims agree with the arch; returns :func:`backbone_description`."""
-    d = backbone_description(c)
-    problems = []
-    if c.embed_dim != d["embed_dim"]:
-        problems.append(f"clip.embed_dim is {c.embed_dim}, the {c.arch} CLIP's is {d['embed_dim']}")
-    if c.layer3_channels != d["layer3_channels"]:
-        how = (f"set clip.layer3_channels={d['layer3_channels']} or clip.tiny_width={c.layer3_channels // 16}"
-               if c.arch == "tiny" else f"set clip.layer3_channels={d['layer3_channels']}")
-        problems.append(f"clip.layer3_channels is {c.layer3_channels}, the {c.arch} CLIP's layer3 has "
-                        f"{d['layer3_channels']} channels ({how})")
-    if c.image_size != d["image_size"]:
-        problems.append(f"clip.image_size is {c.image_size}, the {c.arch} CLIP takes {d['image_size']}")
-    if c.image_size % 32:
-        problems.append(f"clip.image_size {c.image_size} is not a multiple of 32")
-    if d["vocab_size"] < _tokenizer_vocab_size():
-        problems.append(f"clip.tiny_vocab_size {d['vocab_size']} is smaller than open_clip's BPE "
-                        f"vocabulary ({_tokenizer_vocab_size()})")
-    if c.arch == "tiny" and c.tiny_text_width % c.tiny_text_heads:
-        problems.append(f"clip.tiny_text_width {c.tiny_text_width} is not divisible by tiny_text_heads")
-    if c.crop > c.resize:
-        problems.append(f"clip.crop {c.crop} is larger than clip.resize {c.resize}")
-    if problems:
-        raise ConfigError("invalid clip config: " + "; ".join(problems))
-    return d
-
-
-def _new_backbone(c: ClipConfig) -> nn.Module:
-    """A randomly initialised open_clip ``CLIP`` for ``c`` (QuickGELU, as OpenAI trained it)."""
-    import open_clip
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    if c.arch == "tiny":
-        heads_vision = max(1, c.tiny_width * 32 // 64)
-        vision = CLIPVisionCfg(layers=tuple(c.tiny_layers), width=c.tiny_width, image_size=c.image_size,
-                               head_width=c.tiny_width * 32 // heads_vision)
-        text = CLIPTextCfg(context_length=c.tiny_context_length, vocab_size=c.tiny_vocab_size,
-                           width=c.tiny_text_width, layers=c.tiny_text_layers, heads=c.tiny_text_heads)
-        return CLIP(c.embed_dim, vision, text, quick_gelu=True)
-    with _quiet_no_pretrained():
-        return open_clip.create_model(c.arch, pretrained=None, force_quick_gelu=True)
-
-
-# ---------------------------------------------------------------------------------------
-# reading checkpoints
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-    return any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names)
-
-
-def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The CLIP weights of a local checkpoint file, with OpenAI / open_clip key names, float32.
-
-    Accepts an OpenAI TorchScript archive, a plain state dict (``torch.load(weights_only=True)``),
-    or an open_clip training checkpoint ``{"state_dict": {"module.<key>": ...}}``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "CLIP checkpoint not found (paths.clip_checkpoint; nothing is downloaded)")
-    try:
-        if _is_torchscript(path):
-            import warnings
-
-            with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is how OpenAI ships CLIP
-                warnings.simplefilter("ignore", FutureWarning)
-                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
-        else:
-            sd = torch_load_weights(path, "CLIP checkpoint")  # one line; never advises weights_only=False
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
-        raise InputError(path, f"not a loadable CLIP checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise InputError(path, "not a CLIP state dict (expected a mapping of parameter names to tensors)")
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    text_prefix = ("text.transformer.", "text.token_embedding", "text.positional_embedding",
-                   "text.ln_final", "text.text_projection")
-    if any(k.startswith(text_prefix) for k in sd):  # open_clip CustomTextCLIP layout
-        sd = {(k[len("text."):] if k.startswith(text_prefix) else k): v for k, v in sd.items()}
-    # OpenAI's extra entries, and the causal mask a TorchScript export stores (a buffer open_clip rebuilds)
-    drop = set(OPENAI_EXTRA_KEYS) | {k for k in sd if k == "attn_mask" or k.endswith(".attn_mask")}
-    return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items() if k not in drop}
-
-
-def describe_state_dict(sd: dict[str, torch.Tensor]) -> str:
-    """A short human description of what a CLIP state dict holds (for error messages)."""
-    if "visual.proj" in sd or "visual.class_embedding" in sd or any(k.startswith("visual.transformer.") for k in sd):
-        width = sd["visual.conv1.weight"].shape[0] if "visual.conv1.weight" in sd else "?"
-        return f"a ViT CLIP (vision width {width})"
-    if "visual.layer1.0.conv1.weight" in sd:
-        layers = tuple(len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4))
-        width = sd["visual.layer1.0.conv1.weight"].shape[0]
-        embed = sd["text_projection"].shape[1] if "text_projection" in sd else "?"
-        text_w = sd["ln_final.weight"].shape[0] if "ln_final.weight" in sd else "?"
-        return f"a ModifiedResNet CLIP (layers {layers}, width {width}, embed dim {embed}, text width {text_w})"
-    return "no recognisable CLIP model"
-
-
-def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, path: Path, expected: str) -> None:
-    """Raise an InputError saying what differs when ``sd`` does not fit ``model`` exactly."""
-    want = model.state_dict()
-    missing = [k for k in want if k not in sd]
-    unexpected = [k for k in sd if k not in want]
-    shapes = [f"{k}: file {list(sd[k].shape)} vs model {list(v.shape)}"
-              for k, v in want.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = [f"is not a CLIP of the configured architecture: expected {expected}, the file holds "
-             f"{describe_state_dict(sd)}"]
-    if missing:
-        parts.append(f"{len(missing)} keys missing (e.g. {missing[:3]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-    if shapes:
-        parts.append(f"{len(shapes)} shapes differ (e.g. {'; '.join(shapes[:3])})")
-    raise InputError(path, "; ".join(parts))
-
-
-def build_backbone(c: ClipConfig, checkpoint: Optional[str | Path] = None) -> nn.Module:
-    """The open_clip CLIP for ``c`` with the weights of ``checkpoint`` (random init if None)."""
-    desc = check_clip_config(c)
-    model = _new_backbone(c)
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        sd = read_clip_state_dict(path)
-        check_state_dict(sd, model, path, _describe_config(desc))
-        model.load_state_dict(sd, strict=True)
-    return model
-
-
-def _describe_config(d: dict[str, Any]) -> str:
-    return (f"{d['arch']} (ModifiedResNet layers {tuple(d['vision_layers'])}, width {d['vision_width']}, "
-            f"embed dim {d['embed_dim']}, text width {d['text_width']})")
-
-
-# ---------------------------------------------------------------------------------------
-# tokeniser
-
-_TOKENIZERS: dict[int, Any] = {}
-
-
-def _tokenizer(context_length: int):
-    """open_clip's offline BPE tokenizer (its vocabulary ships inside the package)."""
-    if context_length not in _TOKENIZERS:
-        from open_clip.tokenizer import SimpleTokenizer
-
-        _TOKENIZERS[context_length] = SimpleTokenizer(context_length=context_length)
-    return _TOKENIZERS[context_length]
-
-
-def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
-    """[B, L] int64 tokens ``<sot> words <eot> 0 ...``; too long texts are cut, ending with <eot>."""
-    return _tokenizer(context_length)(list(texts)).long()
 
 
 # ---------------------------------------------------------------------------------------
@@ -497,4 +275,3 @@ def load_dagger(cfg: Config, heads_path: Optional[str | Path] = None, device: Op
     if record.get("full_state"):
         dagger.load_full(heads_path.parent / record["full_state"])
     return dagger.to(device or cfg.device).eval()
-
