@@ -47,7 +47,7 @@ def main() -> None:
 def run(cfg) -> None:
     import torch
 
-    from sepnms.engine.ground import load_trained, train_grounding
+    from sepnms.engine.ground.train import load_trained, train_grounding
     from sepnms.grounding.candidates import gt_sets, predict
     from sepnms.grounding.data import GroundingData, VisualFeatures
     from sepnms.grounding.mattnet import count_parameters

@@ -65,7 +65,8 @@ def evaluate_copy(prepared, trained, work: Path):
     and evaluate; returns its config."""
     import shutil
 
-    from sepnms.engine.evaluate import STANDARD_METHODS, evaluate, fuse
+    from sepnms.engine.evaluate import evaluate
+    from sepnms.engine.fuse import STANDARD_METHODS, fuse
     from sepnms.engine.propose import propose
 
     shutil.copytree(trained, work)

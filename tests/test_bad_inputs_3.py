@@ -309,8 +309,8 @@ def grounded(tiny_world, trained, tmp_path_factory):
 
     from conftest import TINY
     from sepnms.config import load_config
-    from sepnms.engine.ground import train_grounding
-    from sepnms.engine.ground_eval import evaluate_grounding
+    from sepnms.engine.ground.train import train_grounding
+    from sepnms.engine.ground.evaluate import evaluate_grounding
 
     work = tmp_path_factory.mktemp("grounded") / "work"
     shutil.copytree(trained, work)

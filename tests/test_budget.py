@@ -73,7 +73,7 @@ def test_second_stage_candidates_are_the_first_stages(evaluated):
     """``ground eval``'s candidate sets of ``M@mattnet_dets`` and ``mattnet_dets`` hold as many
     candidates per sentence as evaluate's rows (one selection mechanism for both stages)."""
     from sepnms.evaluation.budget import Budgets
-    from sepnms.engine.ground_candidates import candidate_sets
+    from sepnms.engine.ground.candidates import candidate_sets
     from sepnms.grounding.data import GroundingData
 
     metrics = json.loads((Path(evaluated.workdir) / "eval" / "metrics.json").read_text())
@@ -88,7 +88,7 @@ def test_second_stage_candidates_are_the_first_stages(evaluated):
 
 
 def test_default_ground_methods_include_the_equal_budget_rows(evaluated):
-    from sepnms.engine.ground_eval import default_methods
+    from sepnms.engine.ground.evaluate import default_methods
 
     names = default_methods(evaluated)
     assert names == ["gt", "mattnet_dets", "det", "sepnms", "det@mattnet_dets", "sepnms@mattnet_dets"]
@@ -109,7 +109,7 @@ def test_equal_budget_switched_off(evaluated, tmp_path):
 
 def test_budgeted_name_is_refused_when_its_base_is_unsafe(evaluated):
     from sepnms.evaluation.budget import Budgets, split_method
-    from sepnms.engine.ground_candidates import fused_sets
+    from sepnms.engine.ground.candidates import fused_sets
     from sepnms.errors import ConfigError
 
     assert split_method("sepnms@mattnet_dets") == ("sepnms", True)

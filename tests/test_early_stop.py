@@ -100,7 +100,7 @@ SECOND = ["grounding.word_embedding_size=16", "grounding.word_vec_size=16", "gro
 def test_second_stage_stops_after_patience_and_resumes_to_the_same(tiny_world, tmp_path):
     from conftest import TINY
     from sepnms.config import load_config
-    from sepnms.engine.ground import train_grounding
+    from sepnms.engine.ground.train import train_grounding
 
     a, b = (load_config(tiny_world / "config.yaml", TINY + SECOND + [f"workdir={tmp_path / n}"]) for n in "ab")
     full = train_grounding(a, resume=False, progress=False)

@@ -387,7 +387,7 @@ def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
     assert file_sets(ours, data, "val")[s0].xywh(0) == [10.0, 20.0, 30.0, 40.0]
     # the detector's own detections: w = x2 - x1 + 1, as run_detect.py writes dets.json
     from sepnms.evaluation.budget import Budgets
-    from sepnms.engine.ground_candidates import mattnet_det_sets
+    from sepnms.engine.ground.candidates import mattnet_det_sets
 
     dets = mattnet_det_sets(Budgets(gcfg), data, "val")
     cs = next(c for c in dets.values() if len(c.boxes))
@@ -396,7 +396,7 @@ def test_mattnet_detections_and_their_files_are_plus_one_sets(gcfg, tmp_path):
 
 
 def test_resume_equals_uninterrupted(gcfg, tmp_path):
-    from sepnms.engine.ground import train_grounding
+    from sepnms.engine.ground.train import train_grounding
 
     a = gcfg.model_copy(update={"workdir": tmp_path / "a"}, deep=True)
     b = gcfg.model_copy(update={"workdir": tmp_path / "b"}, deep=True)
@@ -414,7 +414,7 @@ def test_resume_equals_uninterrupted(gcfg, tmp_path):
 
 
 def test_learning_rate_schedule():
-    from sepnms.engine.ground import learning_rate
+    from sepnms.engine.ground.train import learning_rate
 
     g = GroundingConfig()
     assert learning_rate(g, 0) == learning_rate(g, 8000) == pytest.approx(4e-4)
@@ -425,7 +425,7 @@ def test_learning_rate_schedule():
 @pytest.mark.slow
 def test_tiny_training_overfits_to_full_gt_box_accuracy(tmp_path):
     """A handful of images, trained and evaluated on the same split: every sentence right."""
-    from sepnms.engine.ground import load_trained, train_grounding
+    from sepnms.engine.ground.train import load_trained, train_grounding
     from sepnms.evaluation.ground_accuracy import accuracy_of
     from sepnms.grounding.candidates import gt_sets, predict
     from sepnms.grounding.data import GroundingData, VisualFeatures
@@ -511,7 +511,7 @@ def test_ground_train_under_torchrun_two_ranks(tiny_world, tmp_path):
     import subprocess
     import sys
 
-    from sepnms.engine.ground import train_grounding
+    from sepnms.engine.ground.train import train_grounding
     from sepnms.errors import InputError
     from tests.conftest import TINY
 

@@ -249,7 +249,7 @@ def _tiny_cfg(tiny_world, tmp_path, extra=()):
 
 
 def test_import_then_ground_eval_scores_as_the_model_built_from_the_same_tensors(tiny_world, tmp_path, capsys):
-    from sepnms.engine.ground import load_trained
+    from sepnms.engine.ground.train import load_trained
     from sepnms.grounding.candidates import predict, gt_sets
     from sepnms.grounding.data import GroundingData, VisualFeatures
     from sepnms.grounding.vocab import GroundingVocab

@@ -95,6 +95,11 @@ def vectors_path(cfg: Config) -> Path:
     return Path(cfg.workdir) / "text" / "sentence_vectors.h5"
 
 
+def ground_dir(cfg: Config) -> Path:
+    """``<workdir>/ground``: what ``ground eval`` writes (metrics, hits, predictions)."""
+    return Path(cfg.workdir) / "ground"
+
+
 def fused_path(cfg: Config, method: str, split: str) -> Path:
     """``fused/<method>/<split>.h5``: a fused first-stage table (``sepnms fuse``)."""
     return Path(cfg.workdir) / "fused" / method / f"{split}.h5"

@@ -121,7 +121,7 @@ def cmd_merge(args) -> None:
 
 
 def cmd_fuse(args) -> None:
-    from sepnms.engine.evaluate import Method, fuse
+    from sepnms.engine.fuse import Method, fuse
 
     cfg = command_config(args)
     rule = args.rule or cfg.fusion.rule

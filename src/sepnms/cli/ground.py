@@ -9,8 +9,8 @@ from sepnms.cli.output import print_json
 
 
 def cmd_ground(args) -> None:
-    from sepnms.engine.ground import train_grounding
-    from sepnms.engine.ground_eval import evaluate_grounding
+    from sepnms.engine.ground.train import train_grounding
+    from sepnms.engine.ground.evaluate import evaluate_grounding
 
     cfg = command_config(args)
     if args.action == "train":

@@ -16,7 +16,7 @@ def cmd_import_weights(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from sepnms.engine.evaluate import export
+    from sepnms.engine.export import export
 
     print_json([str(p) for p in export(command_config(args), args.method, args.splits, args.top_n, args.tag)])
 

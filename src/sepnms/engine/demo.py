@@ -13,9 +13,11 @@ from sepnms.config import Config, load_config
 from sepnms.data.ctxdb import CtxDB, ctxdb_path, load_ctxdb, mention_precision_recall, save_ctxdb
 from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS
 from sepnms.engine.encode_text import encode_text
-from sepnms.engine.evaluate import Method, evaluate, export, fuse
+from sepnms.engine.evaluate import evaluate
+from sepnms.engine.export import export
+from sepnms.engine.fuse import Method, fuse
+from sepnms.engine.ground.evaluate import demo_second_stage
 from sepnms.engine.look.gallery import gallery
-from sepnms.engine.ground_eval import demo_second_stage
 from sepnms.data.head_features import features_check
 from sepnms.data.refdb import load_refer
 from sepnms.engine.prepare import prepare

@@ -1,98 +1,32 @@
-"""``sepnms fuse``, ``sepnms evaluate`` and ``sepnms export``.
+"""``sepnms evaluate``: the fused methods (:mod:`sepnms.engine.fuse`) against the ground truth.
 
-A *method* is a scored candidate table (the output of ``propose`` for one model) plus a fusion
-rule.  ``fuse`` writes ``<workdir>/fused/<method>/<split>.h5``; ``evaluate`` picks, for every
-method and split, the conf that leaves about ``evaluate.target_proposals`` proposals per
-expression (the same target for every method), and writes ``eval/metrics.json``,
+For every method and split it picks the conf that leaves about ``evaluate.target_proposals``
+proposals per expression (the same target for every method), and writes ``eval/metrics.json``,
 ``eval/sweeps.json`` and one PNG of hit rate vs proposals per expression per split.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from sepnms.config import Config
 from sepnms.data.ctxdb import ctxdb_path, load_ctxdb
 from sepnms.data.refdb import load_refdb
+from sepnms.errors import InputError
 from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets
-from sepnms.models.fusion import fuse_table
-from sepnms.workdir import fused_path, safe_name
-from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.intervals import DEFAULT_PAIRS, paired_differences, with_intervals
 from sepnms.evaluation.metrics import conf_sweep, expression_outcomes, outcome_means, sweep_confs
 from sepnms.evaluation.plots import plot_many
-from sepnms.io.atomic import atomic_write_json
-from sepnms.evaluation.export import to_matt_dets
 from sepnms.evaluation.released import dets_outcomes, group_by_expression
-from sepnms.io.mattnet_dets import matt_dets_filename, read_dets, write_matt_dets
-from sepnms.io.proposals import proposals_path, read_proposals, write_proposals
+from sepnms.io.atomic import atomic_write_json
+from sepnms.io.mattnet_dets import read_dets
+from sepnms.io.proposals import read_proposals
+from sepnms.workdir import fused_path
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Method:
-    """``name``: how it is reported; ``model``: whose scored table; ``rule``: the fusion rule."""
-
-    name: str
-    model: str
-    rule: str
-
-
-#: the methods of metrics.json (issue specs); those whose scored tables exist are used
-STANDARD_METHODS = (
-    Method("det", "sepnms", "det"),
-    Method("refnms", "refnms", "refnms"),
-    Method("sepnms", "sepnms", "sep"),
-    Method("sepnms_clipctx", "sepnms_clipctx", "sep"),
-    Method("sepnms_clipctx_clipfuse", "sepnms_clipctx", "sep+clip"),
-)
-
-
-def parse_method(text: str) -> Method:
-    """``name=model:rule`` or a standard method name."""
-    for m in STANDARD_METHODS:
-        if text == m.name:
-            return m
-    if "=" in text and ":" in text:
-        name, rest = text.split("=", 1)
-        model, rule = rest.split(":", 1)
-        return Method(name, model, rule)
-    raise ConfigError(f"unknown method {text!r}: use one of {[m.name for m in STANDARD_METHODS]} or name=model:rule")
-
-
-def fuse(cfg: Config, method: Method, splits: Optional[list[str]] = None) -> dict[str, Path]:
-    """Apply ``method.rule`` (with cfg.fusion's k, cut, NMS IoU) to the scored tables."""
-    safe_name(method.name, "method name")
-    safe_name(method.model, "model name")
-    fcfg = cfg.fusion.model_copy(update={"rule": method.rule})
-    out = {}
-    for split in splits or cfg.evaluate.splits:
-        source = proposals_path(cfg.workdir, method.model, split)
-        refdb_path = Path(cfg.workdir) / "prepare" / "refdb.json"
-        if not source.is_file() and refdb_path.is_file():  # a typo such as `tset`: say so, not "not found"
-            load_refdb(refdb_path).check_splits([split], refdb_path)
-        if source.with_name(source.stem + ".parts").is_dir() and source.is_file():
-            log.warning("%s: a newer `sepnms propose` run of this split has not finished (%s.parts); fusing the "
-                        "table of the earlier run", source, source.stem)
-        table = read_proposals(source)
-        fused = fuse_table(table, fcfg)
-        fused.attrs["method"] = method.name
-        path = fused_path(cfg, method.name, split)
-        write_proposals(path, fused)
-        out[split] = path
-    return out
-
-
-def available_methods(cfg: Config) -> list[Method]:
-    """Standard methods whose scored tables exist for the first eval split."""
-    split = cfg.evaluate.splits[0]
-    return [m for m in STANDARD_METHODS if proposals_path(cfg.workdir, m.model, split).is_file()]
 
 
 def evaluate(cfg: Config, methods: Optional[list[str]] = None, progress: bool = True,
@@ -238,58 +172,3 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return obj
-
-
-def export(cfg: Config, method: str, splits: Optional[list[str]] = None, top_n: Optional[int] = None,
-           tag: str = "sepnms") -> list[Path]:
-    """MAttNet-style detection JSON of ``method``.
-
-    ``top_n`` (default ``evaluate.top_n_export``): 0 = conf-selected, at the conf ``evaluate``
-    chose per split (top-1, then score > conf), named ``..._0.json`` as Ref-NMS names its
-    conf-selected exports (run MAttNet with ``--top-N 0``: keep every entry); N > 0 = the N
-    highest-scoring proposals of each expression, named ``..._N.json`` (no conf needed).
-    """
-    safe_name(method, "method name")
-    safe_name(tag, "tag")
-    from sepnms.data.refdb import load_refer
-
-    top_n = top_n if top_n is not None else cfg.evaluate.top_n_export
-    if top_n < 0:
-        raise ConfigError(f"top-N of the export must be >= 0 (0 = conf-selected), got {top_n}")
-    metrics: dict[str, Any] = {}
-    metrics_path = Path(cfg.workdir) / "eval" / "metrics.json"
-    if top_n == 0:
-        if not metrics_path.is_file():
-            raise InputError(metrics_path, "not found: run `sepnms evaluate` first (export uses its conf)")
-        from sepnms.io.schemas import load_json
-
-        metrics = load_json(metrics_path, "sepnms metrics")
-        if not all(isinstance(v, dict) and all(isinstance(m, dict) and "conf" in m for m in v.values())
-                   for v in metrics.values()):
-            raise InputError(metrics_path, "expected {method: {split: {conf, ...}}} (written by `sepnms evaluate`)")
-        if method not in metrics:
-            raise InputError(metrics_path, f"no metrics for method {method!r} (have {sorted(metrics)})")
-    refer = load_refer(cfg)
-    coco_ids = sorted(refer.cat_name)
-    if len(coco_ids) != 80:
-        raise InputError(cfg.instances_path(), f"{len(coco_ids)} categories; the detector's 80 classes need all 80 COCO categories")
-    dets: list[dict] = []
-    for split in splits or cfg.evaluate.splits:
-        path = fused_path(cfg, method, split)
-        if top_n == 0:
-            if split not in metrics[method] or metrics[method][split].get("conf") is None:
-                raise InputError(metrics_path, f"no metrics for split {split!r} of method {method!r} (have "
-                                               f"{sorted(metrics[method])}): evaluate that split first")
-            recorded = metrics[method][split].get("fused_table_sha256")
-            if recorded is not None and path.is_file() and table_sha256(path) != recorded:
-                raise InputError(path, f"changed since `sepnms evaluate` chose conf {metrics[method][split]['conf']} "
-                                       f"for it (re-fused with other settings?): {metrics_path} belongs to another "
-                                       "table; re-run `sepnms evaluate`")
-            picked = dict(top_n=None, conf=metrics[method][split]["conf"])
-        else:
-            picked = dict(top_n=top_n, conf=None)
-        table = read_proposals(path)
-        dets.extend(to_matt_dets(table, None, coco_ids, refer.cat_name, split, start_det_id=len(dets), **picked))
-    path = Path(cfg.workdir) / "export" / matt_dets_filename(method, tag, cfg.dataset, cfg.split_by, top_n)
-    write_matt_dets(path, dets)
-    return [path]

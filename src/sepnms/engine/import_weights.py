@@ -88,7 +88,7 @@ def import_mattnet_release(cfg: Config, source: str | Path, name: Optional[str] 
     its tensors MAttNet's 115 (+ 13 supplied BatchNorm counters) at the shapes the config builds,
     and ``word_to_ix`` of ``paths.data_json`` must have ``opt['vocab_size']`` words.
     """
-    from sepnms.engine.ground import MODEL_NAME, _meta
+    from sepnms.engine.ground.train import MODEL_NAME, _meta
     from sepnms.grounding.mattnet import build_mattnet
     from sepnms.grounding.vocab import UNK, GroundingVocab
     from sepnms.interop.mattnet_release import load_mattnet_release

@@ -2,7 +2,7 @@
 [M]), MAttNet's choice among them (``predict``), and the candidate sets that need nothing but the
 annotations or a file: the image's ground-truth objects (``gt_sets``) and a MAttNet-style
 detection file (``file_sets``).  The sets read from the first stage's and the detector's outputs
-are :mod:`sepnms.engine.ground_candidates`; the accuracy over them is
+are :mod:`sepnms.engine.ground.candidates`; the accuracy over them is
 :mod:`sepnms.evaluation.ground_accuracy`.
 """
 from __future__ import annotations

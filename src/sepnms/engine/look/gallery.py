@@ -19,7 +19,7 @@ import numpy as np
 from sepnms.config import Config
 from sepnms.data.images import image_file
 from sepnms.data.refdb import load_refdb
-from sepnms.engine.ground import ground_dir
+from sepnms.workdir import ground_dir
 from sepnms.evaluation.gallery import Card, MethodOutcome, MethodView, write_gallery
 from sepnms.evaluation.outcomes import (Evaluation, category_names, evaluated_methods, load_metrics, resolve_methods,
                                         second_stage)

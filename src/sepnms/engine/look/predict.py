@@ -116,7 +116,7 @@ class Predictor:
             from sepnms.clip.model import load_dagger
 
             self.dagger = load_dagger(cfg, device=cfg.device)
-        from sepnms.engine.evaluate import STANDARD_METHODS
+        from sepnms.engine.fuse import STANDARD_METHODS
         from sepnms.evaluation.outcomes import category_names, method_conf
 
         # the conf evaluate chose for the standard method of this model and rule, if it has run

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from sepnms.config import Config
 from sepnms.data.refdb import load_refdb
-from sepnms.engine.ground import ground_dir
+from sepnms.workdir import ground_dir
 from sepnms.errors import ConfigError, InputError
 from sepnms.evaluation.outcomes import SELECTIONS, Evaluation, resolve_methods, select
 from sepnms.io.refer import split_matches

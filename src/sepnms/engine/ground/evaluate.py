@@ -5,7 +5,7 @@ referent (``eval_easy_utils``: ``pred_ann_id == ref ann_id``; ``grounding.gt_acc
 other candidates IoU >= 0.5 with the referent's box (inclusive pixels, ``eval_dets_utils``), a
 detection of the detector entering as MAttNet's ``dets.json`` holds it (``w = x2 - x1 + 1``) and
 a file's box as the file holds it.
-Candidate sets (methods; :mod:`sepnms.engine.ground_candidates`): ``gt`` (the image's annotated
+Candidate sets (methods; :mod:`sepnms.engine.ground.candidates`): ``gt`` (the image's annotated
 objects), ``mattnet_dets`` (the detector's per-image detections under MAttNet's rule), every
 fused first-stage table in ``<workdir>/fused`` (kept proposals at the conf ``evaluate`` chooses)
 and any detection file (``--dets``).  Also the demo's second stage (``demo_second_stage``).
@@ -20,8 +20,8 @@ import numpy as np
 
 from sepnms.config import Config
 from sepnms.distributed import resolve_device
-from sepnms.engine.ground import ground_dir, load_trained, train_grounding
-from sepnms.engine.ground_candidates import candidate_sets
+from sepnms.engine.ground.candidates import candidate_sets
+from sepnms.engine.ground.train import load_trained, train_grounding
 from sepnms.errors import InputError
 from sepnms.evaluation.budget import AT_MATTNET_DETS, MATTNET_DETS, Budgets, has_mattnet_dets
 from sepnms.evaluation.ground_accuracy import accuracy_of
@@ -29,7 +29,7 @@ from sepnms.grounding.candidates import predict
 from sepnms.grounding.data import GroundingData, VisualFeatures
 from sepnms.io.atomic import atomic_write_json
 from sepnms.io.schemas import check_dets_names, load_metrics, merge_rows
-from sepnms.workdir import safe_name
+from sepnms.workdir import ground_dir, safe_name
 
 
 def default_methods(cfg: Config) -> list[str]:

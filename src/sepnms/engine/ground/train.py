@@ -9,7 +9,7 @@ validations in a row without a higher accuracy; ``max_iters`` bounds it); ``last
 ``checkpoint_every``) resumes to the same result.  Seeded, TensorBoard, DistributedDataParallel under torchrun (each rank takes its own
 images; the effective batch is ``WORLD_SIZE x batch_images``).
 
-``sepnms ground eval`` is :mod:`sepnms.engine.ground_eval`.
+``sepnms ground eval`` is :mod:`sepnms.engine.ground.evaluate`.
 """
 from __future__ import annotations
 
@@ -43,9 +43,6 @@ log = logging.getLogger(__name__)
 CKPT_FORMAT = "sepnms-grounding-checkpoint"
 MODEL_NAME = "mattnet"
 
-
-def ground_dir(cfg: Config) -> Path:
-    return Path(cfg.workdir) / "ground"
 
 
 def learning_rate(g, it: int) -> float:
