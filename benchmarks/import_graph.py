@@ -12,7 +12,8 @@ Layers, highest first (a module may import from its own layer or any lower one; 
 lower layer to a higher one is printed as "upward").  Where each package sits is what the code
 does today (checked with this script), not a wish; ``config`` and ``workdir`` sit above ``io``
 because they write through ``sepnms.io.atomic`` (and ``workdir`` reads through
-``sepnms.io.schemas``), while ``io`` imports nothing of sepnms but ``errors``:
+``sepnms.io.schemas``), while ``io`` imports nothing of sepnms but ``errors``; ``training`` sits
+below the model packages, whose trainers (``clip.finetune``) use it, and imports none of them:
 
     =====  =======================================================================
     7      cli, the package's ``__init__`` (the public facade: ``sepnms.Predictor``)
