@@ -129,7 +129,15 @@ def test_early_stopping_after_patience_validations_without_a_new_best(tmp_path):
     assert [h["step"] for h in loop.state["history"]] == [2, 4, 6]
 
 
-def test_ctrl_c_ends_the_step_saves_last_and_raises(tmp_path):
+@pytest.fixture()
+def ctrl_c():
+    """SIGINT as in an interactive shell (a background job started with nohup ignores it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_ends_the_step_saves_last_and_raises(tmp_path, ctrl_c):
     _run(Toy(), tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
         _run(Toy(signal_at=6), tmp_path / "b")
@@ -138,6 +146,16 @@ def test_ctrl_c_ends_the_step_saves_last_and_raises(tmp_path):
     _run(Toy(), tmp_path / "b")
     for k, v in _weights(tmp_path / "a").items():
         assert torch.equal(_weights(tmp_path / "b")[k], v), k
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path):
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        loop, interrupted = _run(Toy(signal_at=6), tmp_path)  # the SIGINT of step 6 is ignored
+        assert not interrupted and loop.state["step"] == 12
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_run_of_another_world_size_is_not_resumed(tmp_path):

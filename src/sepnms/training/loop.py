@@ -152,7 +152,7 @@ def training_run(device: str, folder: Path, command: str) -> Iterator[None]:
 class _StopRequest:
     """Ctrl-C / SIGTERM while training: noted, acted on after the current step.  A second Ctrl-C
     interrupts at once.  Only in a single process's main thread (under torchrun every rank would
-    have to stop at the same step)."""
+    have to stop at the same step), and not for a signal the process ignores (``nohup``)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -164,7 +164,8 @@ class _StopRequest:
     def __enter__(self) -> "_StopRequest":
         if self.enabled:
             for sig in self.SIGNALS:
-                self._old[sig] = signal.signal(sig, self._note)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored (nohup): stays ignored
+                    self._old[sig] = signal.signal(sig, self._note)
         return self
 
     def _note(self, signum: int, frame: Any) -> None:
