@@ -172,10 +172,13 @@ def test_a_run_of_another_world_size_is_not_resumed(tmp_path):
 # the trainers through sepnms.cli, killed
 
 #: run sepnms.cli with every save of last.pt logged (the step) to $SAVE_LOG and followed by a
-#: pause of $PAUSE_S seconds, so a signal lands right after a checkpoint
+#: pause of $PAUSE_S seconds, so a signal lands right after a checkpoint; SIGINT acts as in an
+#: interactive shell even when the tests run in the background (nohup ignores it)
 WRAPPER = r"""
-import os, sys, time
+import os, signal, sys, time
 from sepnms.training import loop
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a shell, also when started under nohup
 
 save = loop.TrainingLoop.save
 

@@ -105,7 +105,8 @@ class Trainer:
         raise NotImplementedError
 
     def before_optimizer_step(self) -> None:
-        """Between ``backward`` and the optimiser step (e.g. gradient clipping)."""
+        """Between ``backward`` and the optimiser step (e.g. gradient clipping; with ``amp`` the
+        gradients are still scaled here - MAttNet, the one trainer that clips, runs without it)."""
 
     def after_step(self, state: dict[str, Any], values: dict[str, float], scalar: ScalarLog) -> None:
         """After the step count went up by one; ``values`` holds the logged floats (``loss`` first)."""
