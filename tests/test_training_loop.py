@@ -125,8 +125,16 @@ def test_best_keeping_in_both_directions(tmp_path, higher, best_step):
 def test_early_stopping_after_patience_validations_without_a_new_best(tmp_path):
     metrics = {2: 0.5, 4: 0.6, 6: 0.7, 8: 0.1, 10: 0.1, 12: 0.1}
     loop, _ = _run(Toy(metrics), tmp_path, eval_every=2, patience=2)
-    assert loop.state["step"] == 6 and loop.stop_early()
+    assert loop.state["step"] == 6 and loop.stop_early() and loop.stopped_early()
     assert [h["step"] for h in loop.state["history"]] == [2, 4, 6]
+
+
+def test_a_patience_running_out_at_the_last_step_did_not_stop_the_run_early(tmp_path):
+    # the report said "early" for a run that reached its bound (564 / 564 steps in the demo)
+    metrics = {4: 0.5, 8: 0.6, 12: 0.7}
+    loop, _ = _run(Toy(metrics), tmp_path, patience=2)
+    assert loop.state["step"] == 12 == loop.s.total
+    assert loop.stop_early() and not loop.stopped_early()
 
 
 @pytest.fixture()

@@ -218,7 +218,7 @@ def _train(cfg: Config, model_type: Optional[str], resume: bool, progress: bool,
     if loop.run(loader, stop_after_steps):
         return {"interrupted": True, "step": state["step"]}
     summary = {"model": name, "steps": state["step"], "max_steps": total_steps, "best_val_loss": state["best_val"],
-               "best_step": state.get("best_step"), "stopped_early": loop.stop_early(),
+               "best_step": state.get("best_step"), "stopped_early": loop.stopped_early(),
                "early_stop_patience": t.early_stop_patience, "steps_per_epoch": nb, "history": state["history"],
                "data_time_s": loop.data_time, "compute_time_s": loop.compute_time,
                "train_expressions": len(train_set)}

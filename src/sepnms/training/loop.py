@@ -244,7 +244,13 @@ class TrainingLoop:
             self.save(s.folder / "best.pt")
 
     def stop_early(self) -> bool:
+        """The patience has run out (the loop takes no further step)."""
         return should_stop(self.state["history"], self.s.counter, self.state.get(self.s.best_key, 0), self.s.patience)
+
+    def stopped_early(self) -> bool:
+        """The patience ended the run before its bound (``settings.total``); a patience that runs
+        out at the last step did not shorten the run."""
+        return self.stop_early() and self.state[self.s.counter] < self.s.total
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:

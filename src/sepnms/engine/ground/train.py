@@ -221,7 +221,7 @@ def _train(cfg: Config, resume: bool, progress: bool, stop_after_steps: Optional
         return {"interrupted": True, "iter": state["iter"]}
     summary = {"model": MODEL_NAME, "iterations": state["iter"], "max_iters": g.max_iters,
                "best_val_accuracy": state["best_val"], "best_iter": state["best_iter"],
-               "stopped_early": loop.stop_early(), "early_stop_patience": g.early_stop_patience,
+               "stopped_early": loop.stopped_early(), "early_stop_patience": g.early_stop_patience,
                "history": state["history"], "vocab_size": len(vocab), "attribute_loss": att_vocab is not None,
                "data_time_s": loop.data_time, "compute_time_s": loop.compute_time,
                "train_sentences_this_call": trainer.sentences, "head_reads": feats.head_reads}
