@@ -591,6 +591,12 @@ def test_finetune_runs_resumes_and_loads(tmp_path):
     cfg.clip.lr = 0.002
     with pytest.raises(OutputExistsError):
         clip_finetune(cfg, progress=False)
+    from sepnms.workdir import STAGE_SECTIONS
+
+    # --overwrite starts again (the other configuration's last.pt is not resumed) and replaces it
+    again = clip_finetune(cfg, overwrite=True, progress=False)
+    assert again["steps"] == 6 and [h["step"] for h in again["history"]] == [3, 6]
+    assert torch.load(cfg.workdir / "clip" / "last.pt", weights_only=True)["fingerprint"] == cfg.fingerprint(*STAGE_SECTIONS["clip"])
 
 
 def test_finetune_frozen_heads_only_decreases_loss(tmp_path):

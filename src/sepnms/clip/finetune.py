@@ -244,10 +244,7 @@ def _finetune(cfg: Config, overwrite: bool, progress: bool, stop_after_steps: Op
     sections = STAGE_SECTIONS["clip"]
     fingerprint = cfg.fingerprint(*sections)
     folder = check_stage(cfg, "clip", overwrite=overwrite)
-    last = folder / "last.pt"
     heads_path = default_heads_path(cfg)
-    if overwrite and rank == 0:
-        last.unlink(missing_ok=True)
     captions_path = cfg.need_path("captions")
     items = load_captions(captions_path, cfg.need_path("captions_images_dir"))
     device = resolve_device(cfg.device)
@@ -262,7 +259,7 @@ def _finetune(cfg: Config, overwrite: bool, progress: bool, stop_after_steps: Op
     loop = TrainingLoop(trainer, LoopSettings(
         name="clip-finetune", folder=folder, total=total_steps, checkpoint_every=max(cfg.train.checkpoint_every, 1),
         progress=progress, amp=cfg.train.amp and device.startswith("cuda"), restart_hint="--overwrite"), device)
-    state = loop.resume(resume=True)
+    state = loop.resume(resume=not overwrite)  # --overwrite: the old last.pt stays until this run saves its own
 
     trainer.step_module = distributed_module(trainer.step_module, device, cfg.seed, state["step"],
                                              find_unused_parameters=True)
